@@ -1,0 +1,1 @@
+"""data: text in, token ids out: corpora, the synthetic language, tokenizers, mixing."""

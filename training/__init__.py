@@ -1,0 +1,1 @@
+"""training: everything that runs, measures and records the closed loop. `python -m training --help`."""
