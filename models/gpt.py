@@ -1,0 +1,201 @@
+"""A small GPT (nanoGPT-like): config, KV cache and the model, with one forward contract.
+
+Pre-LayerNorm transformer blocks, learned absolute position embeddings (same layout as HF GPT-2),
+causal `F.scaled_dot_product_attention`, a 4x GELU MLP, no biases, a final LayerNorm and an
+lm_head tied to the token embedding. The initialisation is drawn from an explicit CPU
+`torch.Generator`, so two models built from equally seeded generators are bit-identical and the
+global RNG is never touched (dropout, off by default, does use the global RNG while training).
+
+    model = GPT(GPTConfig(vocab_size=65), torch.Generator().manual_seed(0))
+    logits = model(idx)                                  # (B, T, V) float32
+    loss = model(idx, targets)                           # scalar, nats/token
+    nats = model(idx, targets, reduction="none")         # (B, T), nats/token, 0 where target == -1
+    cache = model.new_kv_cache(B); model(prompt, kv_cache=cache); model(next_tok, kv_cache=cache)
+
+Device, compile, logging and training live elsewhere. Tested by `pytest tests/test_gpt.py`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = field(default=0, metadata={"help": "vocabulary size in tokens; 0 = taken from the tokenizer"})
+    block_size: int = field(default=128, metadata={"help": "context length, tokens"})
+    n_layer: int = field(default=4, metadata={"help": "number of transformer blocks"})
+    n_head: int = field(default=4, metadata={"help": "attention heads per block"})
+    n_embd: int = field(default=128, metadata={"help": "embedding width (channels); divisible by model.n_head"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout probability while training, in [0, 1)"})
+
+    def __post_init__(self):
+        if self.vocab_size < 0:
+            raise ValueError(f"model.vocab_size must be >= 0 (0 = from the tokenizer), got {self.vocab_size}")
+        if self.block_size < 2:
+            raise ValueError(f"model.block_size must be >= 2, got {self.block_size}")
+        if self.n_layer < 1:
+            raise ValueError(f"model.n_layer must be >= 1, got {self.n_layer}")
+        if self.n_head < 1:
+            raise ValueError(f"model.n_head must be >= 1, got {self.n_head}")
+        if self.n_embd < 1 or self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"model.n_embd must be a positive multiple of model.n_head={self.n_head}, got {self.n_embd}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+class KVCache:
+    """Preallocated keys/values for every layer: k, v of shape (n_layer, B, n_head, block_size, head_dim).
+
+    `pos` is the number of tokens already cached (the position of the next token). The model writes
+    layer i's new keys at [pos, pos + T) and advances `pos` by T after the last layer.
+    """
+
+    def __init__(self, cfg: GPTConfig, batch_size: int, device=None, dtype=None):
+        if batch_size < 1:
+            raise ValueError(f"KV cache batch_size must be >= 1, got {batch_size}")
+        shape = (cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.batch_size = batch_size
+        self.block_size = cfg.block_size
+        self.pos = 0
+
+    def reset(self) -> None:
+        """Forget the cached tokens (the memory is kept and simply overwritten)."""
+        self.pos = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.dropout = cfg.dropout
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor, layer: int, kv_cache: KVCache | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, H, T, D)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        dropout_p = self.dropout if self.training else 0.0
+        if kv_cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            pos = kv_cache.pos
+            kv_cache.k[layer, :, :, pos:pos + T] = k
+            kv_cache.v[layer, :, :, pos:pos + T] = v
+            k = kv_cache.k[layer, :, :, :pos + T]  # (B, H, pos + T, D): cached + new keys
+            v = kv_cache.v[layer, :, :, :pos + T]
+            if T == 1:  # one new token sees every cached position 0..pos: no mask
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+            elif pos == 0:  # plain prefill: the usual causal mask
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            else:  # chunk after a cached prefix: new token i (at pos + i) sees keys j <= pos + i
+                rows = torch.arange(T, device=x.device)[:, None] + pos
+                mask = torch.arange(pos + T, device=x.device)[None, :] <= rows  # (T, pos + T) bool
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return F.dropout(self.c_proj(y), self.dropout, self.training)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(self.c_proj(F.gelu(self.c_fc(x))), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=False)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=False)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, layer: int, kv_cache: KVCache | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), layer, kv_cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig, generator: torch.Generator):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError(f"model.vocab_size must be > 0 to build a model, got {cfg.vocab_size}")
+        self.config = cfg
+        # Build on the meta device so that no default (global-RNG) init runs, then allocate on CPU
+        # and draw every weight from `generator` in a fixed order.
+        with torch.device("meta"):
+            self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+            self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+            self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+            self.ln_f = nn.LayerNorm(cfg.n_embd, bias=False)
+            self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.to_empty(device="cpu")
+        self.lm_head.weight = self.wte.weight  # tie after to_empty, which would untie them
+        self._init_weights(generator)
+
+    @torch.no_grad()
+    def _init_weights(self, generator: torch.Generator) -> None:
+        resid_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():  # deterministic order; the tied weight appears once
+            if "ln_" in name:
+                p.fill_(1.0)
+            elif name.endswith("c_proj.weight"):  # residual projections, scaled as in GPT-2/nanoGPT
+                nn.init.normal_(p, 0.0, resid_std, generator=generator)
+            else:
+                nn.init.normal_(p, 0.0, 0.02, generator=generator)
+
+    def new_kv_cache(self, batch_size: int, device=None, dtype=None) -> KVCache:
+        """An empty cache on the model's device and dtype unless told otherwise."""
+        p = self.wte.weight
+        return KVCache(self.config, batch_size, device or p.device, dtype or p.dtype)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None, reduction: str = "mean") -> torch.Tensor:
+        """idx (B, T) long. Returns logits (B, T, V) float32 without targets; with targets (B, T)
+        (-1 = ignore) the cross-entropy in nats/token: a scalar mean ("mean") or (B, T) ("none").
+        With a cache, idx continues at kv_cache.pos and the cache advances by T."""
+        B, T = idx.shape
+        pos0 = 0 if kv_cache is None else kv_cache.pos
+        if pos0 + T > self.config.block_size:
+            raise ValueError(f"context of {pos0 + T} tokens exceeds model.block_size={self.config.block_size}")
+        if kv_cache is not None and kv_cache.batch_size != B:
+            raise ValueError(f"KV cache holds {kv_cache.batch_size} rows but idx has {B}")
+        pos = torch.arange(pos0, pos0 + T, device=idx.device)
+        x = F.dropout(self.wte(idx) + self.wpe(pos), self.config.dropout, self.training)  # (B, T, C)
+        for i, block in enumerate(self.h):
+            x = block(x, i, kv_cache)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        logits = self.lm_head(self.ln_f(x)).float()  # (B, T, V), upcast under autocast
+        if targets is None:
+            return logits
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T),
+                               ignore_index=-1, reduction=reduction)
+        return loss if reduction == "mean" else loss.view(B, T)
+
+    def num_params(self, exclude_position: bool = False) -> int:
+        """Number of parameters (the tied embedding counted once); optionally without wpe."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if exclude_position else n
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token (forward + backward), nanoGPT/PaLM style: 6N + 12 L C T,
+        with N the parameters without position embeddings and T = block_size."""
+        c = self.config
+        return 6 * self.num_params(exclude_position=True) + 12 * c.n_layer * c.n_embd * c.block_size

@@ -1,0 +1,219 @@
+"""Tests for models/sampling.py: next-token rule, stopping, KV-cache decoding vs the slow reference.
+
+Run: `cd /work/main && python -m pytest tests/test_sampling.py -q` (CPU, fp32, tiny models, a few seconds).
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from models.gpt import GPT, GPTConfig, KVCache
+from models.sampling import SampleConfig, generate_documents, generate_reference, sample_next_token
+
+V = 50
+EOT = 0
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def tiny_gpt(seed=0):
+    cfg = GPTConfig(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    return GPT(cfg, gen(seed))
+
+
+def varied_gpt(seed=0):
+    """A tiny GPT with weights scaled up 20x: at init, greedy decoding of a tied-embedding model just
+    repeats the prompt token; sharper random weights give varied paths through the context cuts."""
+    model = tiny_gpt(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln_" not in name:
+                p.mul_(20.0)
+    return model
+
+
+class StopAfter(nn.Module):
+    """Mock model: uniform over non-EOT tokens for the first n generated tokens, then all mass on EOT.
+
+    The logits at context position p predict generated token p (position 0 is the [EOT] prompt).
+    """
+
+    def __init__(self, n, vocab=10, block_size=64):
+        super().__init__()
+        self.n = n
+        self.config = GPTConfig(vocab_size=vocab, block_size=block_size, n_layer=1, n_head=1, n_embd=1)
+        self.dummy = nn.Parameter(torch.zeros(1))  # so the sampler can find the device and dtype
+        self.calls = 0
+
+    def new_kv_cache(self, batch_size, device=None, dtype=None):
+        return KVCache(self.config, batch_size, device, dtype)
+
+    def forward(self, idx, targets=None, kv_cache=None, reduction="mean"):
+        self.calls += 1
+        B, T = idx.shape
+        pos0 = 0 if kv_cache is None else kv_cache.pos
+        pos = torch.arange(pos0, pos0 + T)
+        logits = torch.zeros(B, T, self.config.vocab_size)
+        logits[:, pos < self.n, EOT] = -float("inf")
+        logits[:, pos >= self.n, EOT + 1:] = -float("inf")
+        if kv_cache is not None:
+            kv_cache.pos += T
+        return logits
+
+
+# ---- sample_next_token -------------------------------------------------------------------------
+
+def test_temperature_zero_is_argmax_and_draws_nothing():
+    logits = torch.randn(8, V, generator=gen(1))
+    g = gen(2)
+    state = g.get_state()
+    out = sample_next_token(logits, 0.0, 5, 0.5, g)
+    assert out.dtype == torch.long and out.shape == (8,)
+    assert torch.equal(out, logits.argmax(-1))
+    assert torch.equal(g.get_state(), state)
+
+
+def test_same_seed_same_tokens():
+    logits = torch.randn(16, V, generator=gen(1))
+    a = sample_next_token(logits, 1.0, 0, 1.0, gen(3))
+    b = sample_next_token(logits, 1.0, 0, 1.0, gen(3))
+    c = sample_next_token(logits, 1.0, 0, 1.0, gen(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_uniform_logits_give_uniform_frequencies():
+    n, k = 20000, 10
+    out = sample_next_token(torch.zeros(n, k), 1.0, 0, 1.0, gen(5))
+    counts = torch.bincount(out, minlength=k).double()
+    chi2 = ((counts - n / k) ** 2 / (n / k)).sum().item()
+    assert chi2 < 27.9  # 99.9% quantile of chi-square with 9 degrees of freedom
+
+
+def test_temperature_sharpens_as_power_of_probabilities():
+    theta = torch.tensor([0.6, 0.3, 0.1])
+    n = 20000
+    out = sample_next_token(theta.log().expand(n, 3), 0.5, 0, 1.0, gen(6))
+    freq = torch.bincount(out, minlength=3).double() / n
+    expected = theta.double() ** 2 / (theta.double() ** 2).sum()  # tau_T(theta) ∝ theta^(1/T)
+    torch.testing.assert_close(freq, expected, rtol=0, atol=0.015)
+
+
+def test_top_k_never_leaves_the_k_best():
+    logits = torch.randn(4000, V, generator=gen(7))
+    out = sample_next_token(logits, 1.5, 3, 1.0, gen(8))
+    best = logits.topk(3, dim=-1).indices
+    assert (best == out[:, None]).any(-1).all()
+    assert len(set(out.tolist())) > 3  # rows differ, so more than three ids overall
+    # k >= V is no restriction: identical draws to top_k = 0
+    assert torch.equal(sample_next_token(logits, 1.0, V, 1.0, gen(9)), sample_next_token(logits, 1.0, 0, 1.0, gen(9)))
+
+
+def test_top_p_keeps_the_nucleus_with_renormalised_mass():
+    probs = torch.tensor([0.05, 0.5, 0.1, 0.3, 0.05])  # sorted: 1 (0.5), 3 (0.3), 2 (0.1), ...
+    n = 20000
+    logits = probs.log().expand(n, 5)
+    out = sample_next_token(logits, 1.0, 0, 0.75, gen(10))
+    freq = torch.bincount(out, minlength=5).double() / n
+    assert set(out.tolist()) == {1, 3}
+    assert abs(freq[1].item() - 0.5 / 0.8) < 0.015
+    out = sample_next_token(logits, 1.0, 0, 0.85, gen(11))
+    assert set(out.tolist()) == {1, 2, 3}
+    out = sample_next_token(logits, 1.0, 0, 1e-6, gen(12))  # always at least the top token
+    assert set(out.tolist()) == {1}
+    out = sample_next_token(logits, 1.0, 2, 0.5, gen(13))  # top-k then top-p
+    assert set(out.tolist()) == {1}
+
+
+# ---- generate_documents: stopping -----------------------------------------------------------------
+
+def test_stops_at_eot_and_drops_it():
+    model = StopAfter(n=5)
+    docs = generate_documents(model, 7, SampleConfig(max_new_tokens=1000, batch_size=3), EOT, gen(0))
+    assert len(docs) == 7
+    assert all(isinstance(d, np.ndarray) and d.dtype == np.int64 for d in docs)
+    assert [len(d) for d in docs] == [5] * 7
+    assert all((d != EOT).all() for d in docs)
+    # the batch stops at the first host check after all rows finished, not at max_new_tokens
+    assert model.calls <= 3 * 17
+
+
+def test_stops_at_max_new_tokens():
+    docs = generate_documents(StopAfter(n=100), 4, SampleConfig(max_new_tokens=7), EOT, gen(0))
+    assert [len(d) for d in docs] == [7] * 4
+
+
+def test_zero_documents():
+    assert generate_documents(StopAfter(n=3), 0, SampleConfig(), EOT, gen(0)) == []
+
+
+def test_restores_training_mode():
+    model = tiny_gpt().train()
+    generate_documents(model, 2, SampleConfig(max_new_tokens=3), EOT, gen(0))
+    assert model.training
+    model.eval()
+    generate_documents(model, 2, SampleConfig(max_new_tokens=3), EOT, gen(0))
+    assert not model.training
+
+
+# ---- generate_documents: KV cache vs reference ---------------------------------------------------
+
+def test_greedy_cached_equals_reference_beyond_block_size():
+    model = varied_gpt()
+    cfg = SampleConfig(temperature=0.0, max_new_tokens=40, batch_size=2)
+    fast = generate_documents(model, 3, cfg, 7, gen(0))  # EOT = 7
+    slow = generate_reference(model, 3, cfg, 7, gen(0))
+    assert min(len(d) for d in fast) == 40  # crosses the context cut (at 16 and 24 tokens) three times
+    assert len(set(fast[0].tolist())) > 5  # a varied path, not one repeated token
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow))
+
+
+@pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (10, 0.9)])
+def test_sampled_cached_equals_reference(top_k, top_p):
+    model = varied_gpt()
+    cfg = SampleConfig(temperature=1.0, top_k=top_k, top_p=top_p, max_new_tokens=40, batch_size=3)
+    fast = generate_documents(model, 5, cfg, 7, gen(1))  # EOT = 7; 2 batches, the last partial
+    slow = generate_reference(model, 5, cfg, 7, gen(1))
+    assert max(len(d) for d in fast) > 2 * model.config.block_size
+    assert [len(d) for d in fast] == [len(d) for d in slow]
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow))
+
+
+def test_same_seed_same_documents_and_rows_differ():
+    model = tiny_gpt()
+    cfg = SampleConfig(temperature=1.0, max_new_tokens=30, batch_size=4)
+    a = generate_documents(model, 4, cfg, EOT, gen(2))
+    b = generate_documents(model, 4, cfg, EOT, gen(2))
+    c = generate_documents(model, 4, cfg, EOT, gen(3))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert len({tuple(d.tolist()) for d in a}) == 4  # rows of one batch get different samples
+
+
+def test_row_logits_do_not_depend_on_the_batch_with_cache():
+    model = tiny_gpt().eval()
+    x = torch.randint(1, V, (4, 12), generator=gen(4))
+    with torch.inference_mode():
+        batch_cache, solo_cache = model.new_kv_cache(4), model.new_kv_cache(1)
+        batch = [model(x[:, :6], kv_cache=batch_cache)[:, -1]]
+        solo = [model(x[:1, :6], kv_cache=solo_cache)[:, -1]]
+        for t in range(6, 12):
+            batch.append(model(x[:, t:t + 1], kv_cache=batch_cache)[:, -1])
+            solo.append(model(x[:1, t:t + 1], kv_cache=solo_cache)[:, -1])
+    torch.testing.assert_close(torch.stack(batch)[:, :1], torch.stack(solo), rtol=0, atol=1e-5)
+
+
+# ---- config ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw, option", [
+    ({"temperature": -1.0}, "sample.temperature"),
+    ({"top_k": -1}, "sample.top_k"),
+    ({"top_p": 0.0}, "sample.top_p"),
+    ({"top_p": 1.5}, "sample.top_p"),
+    ({"max_new_tokens": 0}, "sample.max_new_tokens"),
+    ({"batch_size": 0}, "sample.batch_size"),
+])
+def test_config_validation_names_the_option(kw, option):
+    with pytest.raises(ValueError, match=option):
+        SampleConfig(**kw)
