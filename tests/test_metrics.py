@@ -1,0 +1,151 @@
+"""Sample-only measures against values worked out by hand on tiny texts.
+
+Run: `/tmp/probe-venv/bin/python -m pytest tests/test_metrics.py -q`
+"""
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from training import metrics as M
+
+
+def test_char_budget_is_exact_and_ordered():
+    docs = ["abc", "de", "fghij"]
+    # costs 4 + 3 = 7; budget 9 leaves 2 -> "f" (1 char + separator)
+    assert M.take_char_budget(docs, 9) == ["abc", "de", "f"]
+    assert M.take_char_budget(docs, 7) == ["abc", "de"]
+    assert M.take_char_budget(docs, 100) == docs
+    assert M.take_char_budget(docs, 0) == []
+    for n in range(1, 14):
+        kept = M.take_char_budget(docs, n)
+        assert sum(len(d) + 1 for d in kept) == n
+    with pytest.raises(ValueError):
+        M.take_char_budget(docs, -1)
+
+
+def test_distinct_n_by_hand():
+    docs = [["a", "b", "a", "b"], ["a", "b", "a", "b"]]
+    d = M.distinct_ns(docs, 4)
+    assert d[1] == pytest.approx(2 / 8)
+    assert d[2] == pytest.approx(2 / 6)  # ab, ba, ab per doc; unique {ab, ba}
+    assert d[3] == pytest.approx(2 / 4)  # aba, bab per doc
+    assert d[4] == pytest.approx(1 / 2)  # abab per doc
+    # n-grams never cross documents: "x" | "y" has no bigram
+    assert M.distinct_ns([["x"], ["y"]], 2)[2] == 0.0
+    assert M.distinct_n([["x", "y"], ["y", "x"]], 2) == 1.0
+    assert M.distinct_ns([], 4) == {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}
+
+
+def test_entropies_of_known_distributions():
+    assert M.word_entropy(Counter({"a": 1, "b": 1, "c": 1, "d": 1})) == pytest.approx(2.0)
+    assert M.word_entropy(Counter({"a": 7})) == 0.0
+    # p = (1/2, 1/4, 1/4) -> 1.5 bits
+    assert M.word_entropy(Counter({"a": 2, "b": 1, "c": 1})) == pytest.approx(1.5)
+    assert M.char_entropy(["ab", "ab"]) == pytest.approx(1.0)  # separators not counted
+    assert M.char_entropy(["aaaa"]) == 0.0
+
+
+def test_compression_ratio_orders_repetitive_above_random():
+    rng = np.random.default_rng(0)
+    rep = ["the cat sat " * 50] * 4
+    rand = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz "), 600)) for _ in range(4)]
+    r_rep, r_rand = M.compression_ratio(rep), M.compression_ratio(rand)
+    assert r_rep > 10 * r_rand
+    assert 1.0 < r_rand < 2.0  # 27 symbols ~ 4.75 bits of 8: compresses less than 2x
+    assert math.isnan(M.compression_ratio([]))
+
+
+def test_zipf_exponent_recovers_power_law():
+    counts = Counter({f"w{r}": int(round(1e6 / r ** 1.3)) for r in range(1, 200)})
+    assert M.zipf_exponent(counts) == pytest.approx(1.3, abs=1e-3)
+    assert math.isnan(M.zipf_exponent(Counter({"a": 3})))
+
+
+@pytest.fixture
+def real():
+    # train counts: a 6, b 2, c 1  -> tail {b, c}; val types {a, d}
+    return M.RealStats.from_docs(["a a a b", "a A a c b"], ["a d", "D"])
+
+
+def test_real_stats(real):
+    assert real.train_counts == Counter({"a": 6, "b": 2, "c": 1})
+    assert real.val_types == {"a", "d"}
+    assert real.tail_types == {"b", "c"}
+
+
+def test_coverage_and_novel_rate(real):
+    gen = Counter({"a": 2, "b": 1, "z": 1})
+    assert M.novel_word_rate(gen, real) == pytest.approx(1 / 4)
+    assert M.vocab_coverage(set(gen), real) == pytest.approx(1 / 2)
+    assert M.tail_coverage(set(gen), real) == pytest.approx(1 / 2)
+
+
+def test_kl_smoothing_by_hand():
+    p, q = Counter({"a": 3, "b": 1}), Counter({"a": 1, "c": 1})
+    # union {a, b, c}; add 0.5: p = (3.5, 1.5, 0.5)/5.5, q = (1.5, 0.5, 1.5)/3.5
+    ps, qs = np.array([3.5, 1.5, 0.5]) / 5.5, np.array([1.5, 0.5, 1.5]) / 3.5
+    assert M.kl_words(p, q) == pytest.approx(float((ps * np.log2(ps / qs)).sum()))
+    assert M.kl_words(p, p) == pytest.approx(0.0, abs=1e-12)
+    assert M.kl_words(p, q) > 0
+
+
+def test_js_bounds():
+    p = Counter({"a": 3, "b": 1})
+    assert M.js_words(p, Counter({"a": 6, "b": 2})) == pytest.approx(0.0, abs=1e-12)
+    assert M.js_words(p, Counter({"x": 5})) == pytest.approx(1.0)
+    # p = (1, 0), q = (1/2, 1/2): m = (3/4, 1/4); JS = 0.5 log2(4/3) + 0.5 (0.5 log2(2/3) + 0.5 log2 2)
+    by_hand = 0.5 * math.log2(4 / 3) + 0.5 * (0.5 * math.log2(2 / 3) + 0.5)
+    assert M.js_words(Counter({"a": 1}), Counter({"a": 1, "b": 1})) == pytest.approx(by_hand)
+
+
+def test_sample_metrics_extremes_and_keys(real):
+    rng = np.random.default_rng(1)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    many = [" ".join("".join(rng.choice(letters, 8)) for _ in range(50)) for _ in range(20)]
+    one = ["hello hello hello hello hello"] * 40
+    m_many, m_one = M.sample_metrics(many, 5000), M.sample_metrics(one, 5000)
+    assert m_many["samples/distinct_1"] > 0.99 and m_one["samples/distinct_1"] < 0.01
+    assert m_one["samples/word_entropy"] == 0.0 and m_one["samples/unique_words"] == 1.0
+    assert m_one["samples/compression_ratio"] > m_many["samples/compression_ratio"]
+    assert m_one["samples/mean_doc_chars"] == len(one[0])
+    assert set(m_many) == {f"samples/distinct_{n}" for n in range(1, 5)} | {
+        "samples/unique_words", "samples/word_entropy", "samples/char_entropy", "samples/mean_doc_chars",
+        "samples/compression_ratio", "samples/zipf_exponent"}
+    full = M.sample_metrics(["a b z"], 100, real=real)
+    assert full["samples/novel_word_rate"] == pytest.approx(1 / 3)
+    assert full["samples/vocab_coverage"] == pytest.approx(1 / 2)
+    assert full["samples/tail_coverage"] == pytest.approx(1 / 2)
+    assert 0.0 < full["samples/js_words"] < 1.0 and full["samples/kl_words"] > 0
+
+
+class FakeLanguage:
+    """Words 'ab' (mass 0.75) and 'c' (mass 0.25); a document is valid iff all its words are; each valid
+    character costs ln 2 nats (so its true bpc is exactly len(doc) / (len(doc) + 1))."""
+
+    mass = {"ab": 0.75, "c": 0.25}
+
+    def is_valid_word(self, w):
+        return w in self.mass
+
+    def word_set_mass(self, ws):
+        return sum(self.mass.get(w, 0.0) for w in ws)
+
+    def logprob(self, doc):
+        if not all(self.is_valid_word(w) for w in M.words(doc)):
+            return -math.inf
+        return -math.log(2) * len(doc)
+
+
+def test_truth_metrics_with_fake_language():
+    docs = ["ab c", "ab xx", "c", "abab ab"]  # costs 5 + 6 + 2 = 13, last doc truncated to "ab"
+    out = M.sample_metrics(docs, 16, language=FakeLanguage())
+    # budgeted words: ab c ab xx c ab -> 5 of 6 valid; types {ab, c} valid -> mass 1.0
+    assert out["truth/valid_word_rate"] == pytest.approx(5 / 6)
+    assert out["truth/coverage"] == pytest.approx(1.0)
+    # whole docs: "ab c", "ab xx", "c" (truncated "ab" left out); valid: "ab c" (4 nats/ln2), "c" (1)
+    assert out["truth/valid_doc_rate"] == pytest.approx(2 / 3)
+    assert out["truth/sample_bpc"] == pytest.approx((4 + 1) / (5 + 2))
+    none_valid = M.sample_metrics(["xx yy"], 100, language=FakeLanguage())
+    assert math.isnan(none_valid["truth/sample_bpc"]) and none_valid["truth/coverage"] == 0.0

@@ -1,0 +1,278 @@
+"""Sample-only measures: pure functions over generated text (no model, no torch).
+
+Every measure is taken on a FIXED character budget (`take_char_budget`) so that figures compare across
+generations; `sample_metrics` is the one entry point the loop calls and returns the `samples/…` and `truth/…`
+keys of ARCHITECTURE.md. Words are `re.findall(r"[a-z0-9']+", text.lower())` (CONVENTIONS.md).
+
+Test: `/tmp/probe-venv/bin/python -m pytest tests/test_metrics.py -q`
+"""
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+WORD_RE = re.compile(r"[a-z0-9']+")
+TAIL_MAX_COUNT = 5  # a real train word type with count <= this is in the "tail"
+
+
+def words(text: str) -> list[str]:
+    """Word tokens of a text, lower-cased (the project-wide definition of a word)."""
+    return WORD_RE.findall(text.lower())
+
+
+def _budget(docs: list[str], n_chars: int) -> tuple[list[str], bool]:
+    """`take_char_budget` plus whether the last kept document was truncated."""
+    if n_chars < 0:
+        raise ValueError(f"character budget must be >= 0, got {n_chars}")
+    out: list[str] = []
+    left = n_chars
+    for doc in docs:
+        if left <= 0:
+            break
+        cost = len(doc) + 1  # the document plus its separator (EOT counts 1 character)
+        if cost <= left:
+            out.append(doc)
+            left -= cost
+        else:
+            out.append(doc[: left - 1])
+            return out, True
+    return out, False
+
+
+def take_char_budget(docs: list[str], n_chars: int) -> list[str]:
+    """Documents in order until `n_chars` characters are used, each costing len(doc) + 1 (its separator).
+
+    The last document is truncated so that the total cost is exactly `n_chars`; when all documents together
+    cost less, all are returned (the caller should sample enough text).
+    """
+    return _budget(docs, n_chars)[0]
+
+
+def distinct_ns(doc_words: list[list[str]], max_n: int = 4) -> dict[int, float]:
+    """distinct-n for n = 1..max_n: unique word n-grams / total word n-grams (a ratio in [0, 1]).
+
+    n-grams never cross document boundaries; 0.0 when there is no n-gram. Each n-gram is coded as one int64:
+    code_n[i] = rank(code_{n-1}[i]) * V + id[i+n-1], so no Python tuple is built per n-gram.
+    """
+    vocab: dict[str, int] = {}
+    ids_per_doc = [[vocab.setdefault(w, len(vocab)) for w in ws] for ws in doc_words]
+    lengths = np.array([len(x) for x in ids_per_doc], dtype=np.int64)
+    ids = np.fromiter((i for x in ids_per_doc for i in x), dtype=np.int64, count=int(lengths.sum()))
+    doc = np.repeat(np.arange(len(lengths)), lengths)  # (N,) document index of each token
+    n_tok, v = len(ids), max(len(vocab), 1)
+    out = {n: 0.0 for n in range(1, max_n + 1)}
+    if n_tok == 0:
+        return out
+    codes = ids
+    out[1] = len(np.unique(ids)) / n_tok
+    for n in range(2, max_n + 1):
+        if n_tok < n:
+            break
+        key = codes[: n_tok - n + 1] * v + ids[n - 1:]  # (N-n+1,) code of the n-gram starting at i; < N*V
+        inside = doc[: n_tok - n + 1] == doc[n - 1:]  # the n-gram lies within one document
+        total = int(inside.sum())
+        out[n] = len(np.unique(key[inside])) / total if total else 0.0
+        codes = np.unique(key, return_inverse=True)[1].astype(np.int64)  # re-rank so codes stay < N
+    return out
+
+
+def distinct_n(doc_words: list[list[str]], n: int) -> float:
+    """distinct-n: unique word n-grams / total word n-grams within documents (ratio); 0 if none."""
+    return distinct_ns(doc_words, n)[n]
+
+
+def entropy_bits(counts: Iterable[int]) -> float:
+    """Entropy in bits of the empirical distribution given by `counts`; 0 for an empty one."""
+    c = np.fromiter(counts, dtype=np.float64)
+    c = c[c > 0]
+    if c.size == 0:
+        return 0.0
+    p = c / c.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def word_entropy(word_counts: Counter) -> float:
+    """Entropy in bits of the empirical word-unigram distribution (bits per word)."""
+    return entropy_bits(word_counts.values())
+
+
+def char_entropy(docs: list[str]) -> float:
+    """Entropy in bits of the empirical character distribution of the documents (separators not counted)."""
+    return entropy_bits(Counter("".join(docs)).values())
+
+
+def compression_ratio(docs: list[str]) -> float:
+    """Raw UTF-8 bytes / zlib level-9 bytes of the documents joined with "\\n\\n" (ratio; higher = more
+    repetitive). NaN for empty text."""
+    raw = "\n\n".join(docs).encode("utf-8")
+    if not raw:
+        return math.nan
+    return len(raw) / len(zlib.compress(raw, 9))
+
+
+def zipf_exponent(word_counts: Counter, top: int = 100) -> float:
+    """Zipf exponent s (positive): minus the least-squares slope of ln(frequency) on ln(rank) over the
+    `top` most frequent word types (fewer if fewer types). Dimensionless; NaN with fewer than 2 types."""
+    freqs = np.array(sorted(word_counts.values(), reverse=True)[:top], dtype=np.float64)
+    if freqs.size < 2:
+        return math.nan
+    ranks = np.arange(1, freqs.size + 1, dtype=np.float64)
+    slope = np.polyfit(np.log(ranks), np.log(freqs), 1)[0]
+    return float(-slope)
+
+
+@dataclass(frozen=True)
+class RealStats:
+    """Word statistics of the real corpus, built once per run: train word counts, val word types, and the
+    tail (train word types with count <= TAIL_MAX_COUNT)."""
+
+    train_counts: Counter
+    val_types: frozenset
+    tail_types: frozenset
+
+    @classmethod
+    def from_docs(cls, train_docs: list[str], val_docs: list[str]) -> "RealStats":
+        # One findall over the joined text: "\n" is not a word character, so no word crosses documents.
+        train_counts = Counter(words("\n".join(train_docs)))
+        val_types = frozenset(words("\n".join(val_docs)))
+        tail = frozenset(w for w, c in train_counts.items() if c <= TAIL_MAX_COUNT)
+        return cls(train_counts, val_types, tail)
+
+
+def novel_word_rate(gen_counts: Counter, real: RealStats) -> float:
+    """Share of generated word tokens (not types) absent from the real train vocabulary, in [0, 1]."""
+    total = sum(gen_counts.values())
+    if total == 0:
+        return math.nan
+    novel = sum(c for w, c in gen_counts.items() if w not in real.train_counts)
+    return novel / total
+
+
+def _type_coverage(gen_types: set, target: frozenset) -> float:
+    return len(target & gen_types) / len(target) if target else math.nan
+
+
+def vocab_coverage(gen_types: set, real: RealStats) -> float:
+    """Share of the real val word types that appear in the samples, in [0, 1]."""
+    return _type_coverage(gen_types, real.val_types)
+
+
+def tail_coverage(gen_types: set, real: RealStats) -> float:
+    """Share of the real train tail word types (count <= 5 in train) that appear in the samples, in [0, 1]."""
+    return _type_coverage(gen_types, real.tail_types)
+
+
+def _aligned(p: Counter, q: Counter) -> tuple[np.ndarray, np.ndarray]:
+    """Count vectors of two counters over their union vocabulary, (U,) each."""
+    keys = list(p.keys() | q.keys())
+    return (np.array([p.get(k, 0) for k in keys], dtype=np.float64),
+            np.array([q.get(k, 0) for k in keys], dtype=np.float64))
+
+
+def kl_words(real_counts: Counter, gen_counts: Counter, alpha: float = 0.5) -> float:
+    """KL(real ‖ generated) of the word-unigram distributions, in bits.
+
+    Smoothing (add-0.5, Jeffreys-style): over the union vocabulary U of both counters, each distribution is
+    p_i = (c_i + 0.5) / (N + 0.5 |U|), applied to BOTH real and generated counts, so the KL is finite even
+    when the samples miss real words.
+    """
+    p, q = _aligned(real_counts, gen_counts)
+    if p.size == 0:
+        return math.nan
+    p = (p + alpha) / (p.sum() + alpha * p.size)
+    q = (q + alpha) / (q.sum() + alpha * q.size)
+    return float((p * np.log2(p / q)).sum())
+
+
+def js_words(real_counts: Counter, gen_counts: Counter) -> float:
+    """Jensen–Shannon divergence of the word-unigram distributions, in bits, unsmoothed: in [0, 1]
+    (0 for identical distributions, 1 for disjoint supports)."""
+    p, q = _aligned(real_counts, gen_counts)
+    if p.sum() == 0 or q.sum() == 0:
+        return math.nan
+    p, q = p / p.sum(), q / q.sum()
+    m = 0.5 * (p + q)
+
+    def kl(a: np.ndarray) -> float:
+        nz = a > 0  # 0 log 0 = 0; m > 0 wherever a > 0
+        return float((a[nz] * np.log2(a[nz] / m[nz])).sum())
+
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+def truth_metrics(docs: list[str], gen_counts: Counter, language: Any, last_truncated: bool = False
+                  ) -> dict[str, float]:
+    """Ground-truth measures against a language with known probabilities (duck-typed: `is_valid_word(w)`,
+    `word_set_mass(set)`, `logprob(doc_text)` in nats of one whole document, -inf if invalid).
+
+    - `truth/valid_word_rate`: share of generated word tokens that are vocabulary words, in [0, 1].
+    - `truth/coverage`: true stationary probability mass of the valid word types present in the samples.
+    - `truth/valid_doc_rate`: share of (whole) documents with finite true log-probability.
+    - `truth/sample_bpc`: true bits per character of the valid documents,
+      -Σ logprob / (ln 2 · Σ (len + 1)); NaN if no document is valid.
+    A last document cut by the character budget is not a whole document, so it is left out of the two
+    document-level measures (`last_truncated=True`).
+    """
+    total = sum(gen_counts.values())
+    valid_types = {w for w in gen_counts if language.is_valid_word(w)}
+    valid_tokens = sum(gen_counts[w] for w in valid_types)
+    whole = docs[:-1] if last_truncated and docs else docs
+    nats, chars, n_valid = 0.0, 0, 0
+    for d in whole:
+        lp = float(language.logprob(d))
+        if math.isfinite(lp):
+            nats -= lp
+            chars += len(d) + 1
+            n_valid += 1
+    return {
+        "truth/valid_word_rate": valid_tokens / total if total else math.nan,
+        "truth/coverage": float(language.word_set_mass(valid_types)),
+        "truth/valid_doc_rate": n_valid / len(whole) if whole else math.nan,
+        "truth/sample_bpc": nats / (math.log(2) * chars) if chars else math.nan,
+    }
+
+
+def sample_metrics(docs: list[str], n_chars: int, real: RealStats | None = None, language: Any = None,
+                   seed: int = 0) -> dict[str, float]:
+    """All sample-only measures of one generation's documents on a budget of `n_chars` characters.
+
+    Keys: `samples/distinct_1..4`, `unique_words`, `word_entropy`, `char_entropy`, `mean_doc_chars` (over all
+    given documents, before the budget cut), `compression_ratio`, `zipf_exponent`; with `real` also
+    `samples/novel_word_rate`, `vocab_coverage`, `tail_coverage`, `kl_words`, `js_words`; with `language` the
+    `truth/…` keys of `truth_metrics`. Keys needing an absent input are left out, not NaN.
+    `seed` is reserved for subsampled measures (self-BLEU); nothing here is random yet.
+    """
+    del seed  # no stochastic measure yet; kept so callers need not change when one is added
+    mean_doc_chars = float(np.mean([len(d) for d in docs])) if docs else math.nan
+    kept, truncated = _budget(docs, n_chars)
+    doc_words = [words(d) for d in kept]
+    counts: Counter = Counter()
+    for ws in doc_words:
+        counts.update(ws)
+    out = {f"samples/distinct_{n}": v for n, v in distinct_ns(doc_words, 4).items()}
+    out.update({
+        "samples/unique_words": float(len(counts)),
+        "samples/word_entropy": word_entropy(counts),
+        "samples/char_entropy": char_entropy(kept),
+        "samples/mean_doc_chars": mean_doc_chars,
+        "samples/compression_ratio": compression_ratio(kept),
+        "samples/zipf_exponent": zipf_exponent(counts),
+    })
+    if real is not None:
+        types = set(counts)
+        out.update({
+            "samples/novel_word_rate": novel_word_rate(counts, real),
+            "samples/vocab_coverage": vocab_coverage(types, real),
+            "samples/tail_coverage": tail_coverage(types, real),
+            "samples/kl_words": kl_words(real.train_counts, counts),
+            "samples/js_words": js_words(real.train_counts, counts),
+        })
+    if language is not None:
+        out.update(truth_metrics(kept, counts, language, last_truncated=truncated))
+    return out
