@@ -1,0 +1,124 @@
+"""Command line: `closedloop run [--preset NAME] [--out DIR] [--overwrite] [--section.key=value ...]`.
+
+Same as `python -m training run ...`. `closedloop run --help` lists every option with its default and unit.
+Bad input (an unknown option, a value out of range, a missing or unusable corpus, a run directory made with
+another config) prints one line `closedloop: error: ...` and exits with status 2 before anything is written.
+Running the same command again resumes the run. Tested in tests/test_cli.py.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+USAGE = """usage: closedloop run [--preset NAME] [--out DIR] [--overwrite] [--section.key=value ...]
+
+Runs the closed loop: generation 0 trains on real text, every later generation on a mix of a fraction
+mix.fresh_fraction of real text and the previous model's samples at sample.temperature.
+Running the same command again resumes after the last finished generation.
+
+  --preset NAME        starting config: {presets} (default: default)
+  --out DIR            run directory (default: runs/<preset>-T<temperature>-lam<fresh_fraction>-<workflow>-s<seed>)
+  --overwrite          delete an existing run directory and start afresh
+  -h, --help           this text
+
+options (--key=value; defaults shown are those of the chosen preset):
+"""
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_args(argv: list[str]) -> tuple[dict, dict[str, str]]:
+    """Split argv into CLI flags and dotted config overrides (`--a.b=v` or `--a.b v`)."""
+    flags = {"preset": "default", "out": None, "overwrite": False, "help": False}
+    overrides: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            flags["help"] = True
+        elif arg == "--overwrite":
+            flags["overwrite"] = True
+        elif arg.startswith("--"):
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    raise UsageError(f"--{key} needs a value (--{key}=VALUE)")
+                value, i = argv[i + 1], i + 1
+            if not key:
+                raise UsageError("empty option name")
+            if key in ("preset", "out"):
+                flags[key] = value
+            else:
+                overrides[key] = value
+        else:
+            raise UsageError(f"unexpected argument {arg!r} (options look like --section.key=value)")
+        i += 1
+    return flags, overrides
+
+
+def default_run_dir(preset: str, cfg) -> str:
+    return os.path.join("runs", f"{preset}-T{cfg.sample.temperature:g}-lam{cfg.mix.fresh_fraction:g}-"
+                                f"{cfg.mix.workflow}-s{cfg.seed}")
+
+
+def cmd_run(argv: list[str]) -> int:
+    from training import presets
+    from training.config import apply_overrides, help_lines
+    from training.loop import check_resume, prepare, run_loop
+
+    flags, overrides = parse_args(argv)
+    cfg = presets.get(flags["preset"])
+    if flags["help"]:
+        print(USAGE.format(presets=", ".join(presets.PRESETS)) + "\n".join(help_lines(cfg)))
+        return 0
+    cfg = apply_overrides(cfg, overrides)
+    run_dir = flags["out"] or default_run_dir(flags["preset"], cfg)
+    if flags["overwrite"] and os.path.isdir(run_dir) and os.listdir(run_dir) \
+            and not os.path.exists(os.path.join(run_dir, "config.json")):
+        raise UsageError(f"--overwrite refuses to delete {run_dir}: it is not a closedloop run directory")
+    prep = prepare(cfg, None if flags["overwrite"] else run_dir)  # every input check happens here, before writes
+    if not flags["overwrite"]:
+        done = check_resume(prep, run_dir)
+        if done >= cfg.loop.generations:
+            print(f"{run_dir}: all {cfg.loop.generations} generations are done (raise --loop.generations to extend)",
+                  file=sys.stderr)
+        elif done:
+            print(f"{run_dir}: resuming after generation {done - 1}", file=sys.stderr)
+    elif os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)
+    print(f"run directory: {run_dir}   (tensorboard --logdir {os.path.dirname(run_dir) or '.'})", file=sys.stderr)
+    summary = run_loop(prep, run_dir, argv=["run", *argv])
+    final = summary.get("final", {})
+    print(f"done: {summary['generations']} generations; final val/bpc {final.get('val/bpc')}, "
+          f"val/entropy {final.get('val/entropy')} bits -> {os.path.join(run_dir, 'summary.json')}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"run": cmd_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: closedloop {run} ...   (closedloop run --help for the options)")
+        return 0 if argv else 2
+    cmd = COMMANDS.get(argv[0])
+    if cmd is None:
+        print(f"closedloop: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return cmd(argv[1:])
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        # Input errors are found before anything is written: one line, status 2, no traceback.
+        print(f"closedloop: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("closedloop: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

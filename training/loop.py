@@ -1,0 +1,321 @@
+"""The closed loop: train generation 0 on real data, then retrain on a mix of real data and the model's own samples.
+
+`RunConfig` composes every component's config (each receives only its own part); `prepare(cfg)` loads and checks
+everything that can be wrong with the user's input before anything is written; `run_loop(prep, run_dir)` runs the
+generations, resumable: a generation whose folder has a DONE marker is never redone. Per generation g:
+
+    mix (data/mixing.py) -> init (warm: model g−1 | scratch) -> train -> evaluate on the fixed real val windows
+    -> sample at T (kept as token ids: the next generation's synthetic share and this generation's measures)
+    -> measure the samples -> metrics.jsonl + TensorBoard -> model.pt -> DONE
+
+Run it with `closedloop run --preset debug`; tested in tests/test_loop.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from data.corpus import Corpus, CorpusConfig, load_corpus
+from data.mixing import MixConfig, RealSource, assemble
+from data.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer
+from models.gpt import GPT, GPTConfig
+from models.sampling import SampleConfig, generate_documents
+from training import checkpoint as ck
+from training.config import diff, flatten, to_dict
+from training.evaluate import eval_windows, evaluate, score_documents
+from training.metrics import RealStats, sample_metrics
+from training.runinfo import environment
+from training.tb import RunLogger, read_metrics, write_metrics
+from training.trainer import TrainConfig, autocast_dtype, resolve_device, setup_backend, train
+
+# Purposes of the per-generation random streams (a run is reproducible from `seed`).
+_INIT, _TRAIN, _SAMPLE, _MIX = 1, 2, 3, 4
+# Keys that may change when a run is resumed: they extend it or change speed, not what is learned.
+RESUMABLE_KEYS = {"loop.generations", "loop.progress", "train.threads"}
+
+
+@dataclass
+class LoopConfig:
+    generations: int = field(default=5, metadata={"help": "generations to run (generation 0 trains on real data only)"})
+    init: str = field(default="warm", metadata={"help": "each generation starts from: warm (model g−1) | scratch (new seeded weights)"})
+    first_steps: int = field(default=0, metadata={"help": "optimizer steps of generation 0 (0 = train.steps)"})
+    eval_tokens: int = field(default=20_000, metadata={"help": "real val tokens scored every generation (fixed windows)"})
+    measure_chars: int = field(default=20_000, metadata={"help": "characters of samples measured every generation"})
+    truth_chars: int = field(default=20_000, metadata={"help": "fixed true text for truth/excess_bpc, characters (synthetic only)"})
+    text_samples: int = field(default=3, metadata={"help": "sample documents shown in TensorBoard per generation"})
+    progress: bool = field(default=True, metadata={"help": "progress bars for training and sampling"})
+
+    def __post_init__(self):
+        if self.generations < 1:
+            raise ValueError(f"loop.generations must be >= 1, got {self.generations}")
+        if self.init not in ("warm", "scratch"):
+            raise ValueError(f"loop.init must be warm or scratch, got {self.init!r}")
+        for name in ("first_steps", "text_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("eval_tokens", "measure_chars", "truth_chars"):
+            if getattr(self, name) < 100:
+                raise ValueError(f"loop.{name} must be >= 100, got {getattr(self, name)}")
+
+
+@dataclass
+class RunConfig:
+    seed: int = field(default=0, metadata={"help": "seed of the run: init, training windows, sampling, fresh real data"})
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    model: GPTConfig = field(default_factory=GPTConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+@dataclass
+class Prepared:
+    """Everything derived from the config before the first write: data, tokenizer, fixed evaluation sets."""
+
+    cfg: RunConfig
+    corpus: Corpus
+    tokenizer: object
+    real: RealSource
+    real_stats: RealStats
+    val_x: np.ndarray
+    val_y: np.ndarray
+    val_chars: int
+    truth_docs: list[np.ndarray] | None
+    truth_nats: np.ndarray | None
+    device: torch.device
+
+
+def generator(seed: int, g: int, purpose: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, g, purpose]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
+    """Load and check the inputs. Bad input raises ValueError/FileNotFoundError; nothing is written."""
+    device = resolve_device(cfg.train.device)
+    corpus = load_corpus(cfg.corpus)
+    tok_path = os.path.join(run_dir, "tokenizer.json") if run_dir else None
+    if tok_path and os.path.exists(tok_path) and ck.completed_generations(run_dir) > 0:
+        tok = load_tokenizer(tok_path)  # frozen at generation 0: reload, never refit
+    else:
+        tok = build_tokenizer(cfg.tokenizer, corpus.train_docs)
+    if cfg.model.vocab_size and cfg.model.vocab_size < tok.vocab_size:
+        raise ValueError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tok.vocab_size}")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or tok.vocab_size))
+    block = cfg.model.block_size
+    val_ids = tok.encode_docs(corpus.val_docs)
+    if len(val_ids) < block + 1:
+        raise ValueError(f"the real val split has {len(val_ids)} tokens, fewer than one window of model.block_size+1={block + 1}; "
+                         "use a larger corpus or a smaller --model.block_size")
+    real = RealSource(corpus, tok, cfg.mix, cfg.seed)
+    if real.stream is not None:
+        if len(real.stream) < block + 1:
+            raise ValueError(f"the real train split has {len(real.stream)} tokens, fewer than one window of {block + 1}")
+        fed = real.generations_supported()
+        if fed == 0:
+            raise ValueError(f"the real train split has {len(real.stream)} tokens, fewer than one generation's budget "
+                             f"mix.tokens_per_generation={cfg.mix.tokens_per_generation}")
+        if fed is not None and fed < cfg.loop.generations:
+            raise ValueError(f"the corpus feeds only {fed} generations of fresh real data at this budget "
+                             f"(loop.generations={cfg.loop.generations}); use --mix.real_data=fixed, a smaller "
+                             "--mix.tokens_per_generation or a larger corpus")
+    if cfg.mix.tokens_per_generation < block + 1:
+        raise ValueError(f"mix.tokens_per_generation={cfg.mix.tokens_per_generation} is smaller than one window of {block + 1}")
+    val_x, val_y = eval_windows(val_ids, block, min(cfg.loop.eval_tokens, len(val_ids) - 1))
+    val_chars = tok.char_count(val_y[val_y >= 0])
+    truth_docs = truth_nats = None
+    if corpus.language is not None:
+        # Fixed true text (same for every generation, seed and condition): excess bits are measured on it.
+        docs = corpus.language.sample_chars(cfg.loop.truth_chars, np.random.default_rng([cfg.corpus.split_seed, 0x7247]))
+        truth_docs = [tok.encode(d) for d in docs]
+        truth_nats = -np.array([corpus.language.logprob(d) for d in docs])
+    return Prepared(cfg, corpus, tok, real, RealStats.from_docs(corpus.train_docs, corpus.val_docs),
+                    val_x, val_y, val_chars, truth_docs, truth_nats, device)
+
+
+def resolved_config(prep: Prepared) -> dict:
+    return {**to_dict(prep.cfg), "fingerprint": {"corpus": prep.corpus.fingerprint}}
+
+
+def check_resume(prep: Prepared, run_dir: str) -> int:
+    """Generations already done in run_dir (0 if new); refuses a run directory made with another config."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        if os.path.isdir(run_dir) and os.listdir(run_dir):
+            raise ValueError(f"{run_dir} exists and is not a closedloop run directory; pick another --out or pass --overwrite")
+        return 0
+    old = flatten_json(ck.read_json(path))
+    new = flatten_json(resolved_config(prep))
+    changed = [k for k in diff(old, new) if k not in RESUMABLE_KEYS]
+    if changed:
+        shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
+        raise ValueError(f"{run_dir} was run with another config: {shown}; pass --overwrite to start afresh or pick another --out")
+    return ck.completed_generations(run_dir)
+
+
+def flatten_json(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_json(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def run_loop(prep: Prepared, run_dir: str, argv: list[str] | None = None) -> dict:
+    """Run (or resume) the closed loop in run_dir; returns the summary written to summary.json."""
+    cfg, tok = prep.cfg, prep.tokenizer
+    start = check_resume(prep, run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    ck.write_json(os.path.join(run_dir, "config.json"), resolved_config(prep))
+    ck.write_json(os.path.join(run_dir, "env.json"), environment(prep.device, argv))
+    if start == 0:
+        tok.save(os.path.join(run_dir, "tokenizer.json"))
+    setup_backend(cfg.train, prep.device)
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    records = [r for r in read_metrics(metrics_path) if r["generation"] < start]
+    write_metrics(metrics_path, records)  # drop the record of a generation that did not reach DONE
+    global_step = records[-1]["train/global_step"] if records else 0
+    log = RunLogger(run_dir, purge_step=global_step + 1 if start > 0 else None)
+    t_run = time.perf_counter()
+    try:
+        for g in range(start, cfg.loop.generations):
+            rec = run_generation(prep, run_dir, g, global_step, log)
+            global_step = rec["train/global_step"]
+            records.append(rec)
+            write_metrics(metrics_path, records)
+            log.flush()
+            ck.mark_done(run_dir, g)  # last: a generation without DONE is redone whole
+            _say(generation_line(rec, time.perf_counter() - t_run))
+    finally:
+        log.close()
+    summary = summarize(records, cfg)
+    ck.write_json(os.path.join(run_dir, "summary.json"), summary)
+    return summary
+
+
+def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: RunLogger) -> dict:
+    cfg, tok, device = prep.cfg, prep.tokenizer, prep.device
+    gdir = ck.fresh_gen_dir(run_dir, g)
+    times = {}
+    # --- data: exact shares; synthetic tokens are the ids model k−1 sampled, never re-encoded ------------
+    t = time.perf_counter()
+    real = [prep.real.portion(k) for k in range(g + 1)] if cfg.mix.workflow != "replace" else \
+        [np.zeros(0, np.int32)] * g + [prep.real.portion(g)]
+    synth = [np.zeros(0, np.int32)] + [
+        np.load(os.path.join(ck.gen_dir(run_dir, k - 1), "ids.npy"))[: cfg.mix.synthetic_tokens(k)]
+        if (cfg.mix.workflow != "replace" or k == g) else np.zeros(0, np.int32)
+        for k in range(1, g + 1)
+    ]
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, g, _MIX]))
+    ids, counts = assemble(g, cfg.mix, real, synth, tok.eot_id, rng)
+    times["time/data_s"] = time.perf_counter() - t
+    # --- model ----------------------------------------------------------------------------------------------
+    model = GPT(cfg.model, generator(cfg.seed, 0 if cfg.loop.init == "warm" else g, _INIT))
+    if g > 0 and cfg.loop.init == "warm":
+        model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, g - 1), "model.pt")))
+    model.to(device)
+    steps = cfg.loop.first_steps if (g == 0 and cfg.loop.first_steps) else cfg.train.steps
+    res = train(model, ids, cfg.train, generator(cfg.seed, g, _TRAIN), device, steps=steps,
+                log=log.scalars, step_offset=global_step, progress=cfg.loop.progress, desc=f"gen {g} train")
+    times["time/train_s"] = res["seconds"]
+    # --- model on real text ---------------------------------------------------------------------------------
+    t = time.perf_counter()
+    amp = autocast_dtype(cfg.train, device)
+    rec: dict = {"generation": g, "train/global_step": global_step + steps, "train/final_loss": res["loss"],
+                 "train/tokens_per_s": res["tokens_per_s"], **counts}
+    rec.update(evaluate(model, prep.val_x, prep.val_y, prep.val_chars, device, autocast_dtype=amp))
+    rec.pop("nats_sum", None)
+    rec.pop("n_tokens", None)
+    if prep.truth_docs is not None:
+        nats = score_documents(model, prep.truth_docs, tok.eot_id, device)
+        chars = sum(len(d) + 1 for d in prep.truth_docs)
+        rec["truth/excess_bpc"] = float((nats.sum() - prep.truth_nats.sum()) / (math.log(2) * chars))
+        rec["truth/model_bpc"] = float(nats.sum() / (math.log(2) * chars))
+    times["time/eval_s"] = time.perf_counter() - t
+    # --- sample: enough for the next generation's synthetic share and for the measures --------------------
+    t = time.perf_counter()
+    need = max(cfg.mix.synthetic_tokens(1), cfg.loop.measure_chars + 1)
+    docs_ids = sample_tokens(model, cfg.sample, tok.eot_id, need, generator(cfg.seed, g, _SAMPLE), device, amp,
+                             cfg.loop.progress, f"gen {g} sample")
+    stream = np.concatenate([np.append(d, tok.eot_id) for d in docs_ids]).astype(np.int32)
+    ck.write_npy(os.path.join(gdir, "ids.npy"), stream)
+    docs = [tok.decode(d) for d in docs_ids]
+    ck.write_text(os.path.join(gdir, "samples.txt"), "\n\n".join(docs) + "\n")
+    times["time/sample_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    rec.update(sample_metrics(docs, cfg.loop.measure_chars, prep.real_stats, prep.corpus.language, seed=cfg.seed))
+    rec["samples/truncated_rate"] = float(np.mean([len(d) >= cfg.sample.max_new_tokens for d in docs_ids]))
+    times["time/measure_s"] = time.perf_counter() - t
+    rec.update(times)
+    rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+    log.scalars(g, {k: v for k, v in rec.items() if not k.startswith("train/") and k != "generation"})
+    if cfg.loop.text_samples:
+        shown = "\n\n".join("    " + d[:500] for d in docs[: cfg.loop.text_samples])
+        log.text("samples/text", f"generation {g}, T = {cfg.sample.temperature}\n\n{shown}", g)
+    ck.save_model(os.path.join(gdir, "model.pt"), model)
+    return rec
+
+
+def sample_tokens(model, scfg: SampleConfig, eot_id: int, need: int, gen: torch.Generator, device, amp,
+                  progress: bool, desc: str) -> list[np.ndarray]:
+    """Sample whole documents, a batch at a time, until they hold at least `need` tokens (EOTs counted)."""
+    docs, have = [], 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=need, desc=desc, unit="tok", leave=False, dynamic_ncols=True, mininterval=0.5)
+    while have < need:
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            batch = generate_documents(model, scfg.batch_size, scfg, eot_id, gen, device=device)
+        for d in batch:
+            docs.append(np.asarray(d, dtype=np.int32))
+            have += len(d) + 1
+        if bar is not None:
+            bar.update(min(need, have) - bar.n)
+    if bar is not None:
+        bar.close()
+    return docs
+
+
+def summarize(records: list[dict], cfg: RunConfig) -> dict:
+    """Final figures, change since generation 0 and least-squares slope per generation of each measure."""
+    if not records:
+        return {"generations": 0}
+    keys = [k for k, v in records[-1].items() if isinstance(v, (int, float)) and k.split("/")[0] in
+            ("val", "samples", "truth", "mix")]
+    gens = np.array([r["generation"] for r in records], dtype=float)
+    change, slope = {}, {}
+    for k in keys:
+        ys = np.array([r.get(k) if r.get(k) is not None else np.nan for r in records], dtype=float)
+        ok = np.isfinite(ys)
+        change[k] = float(ys[-1] - ys[0]) if ok[0] and ok[-1] else None
+        slope[k] = float(np.polyfit(gens[ok], ys[ok], 1)[0]) if ok.sum() >= 2 else None
+    return {"generations": len(records), "temperature": cfg.sample.temperature,
+            "fresh_fraction": cfg.mix.fresh_fraction, "workflow": cfg.mix.workflow,
+            "first": records[0], "final": records[-1], "change": change, "slope_per_generation": slope}
+
+
+def generation_line(rec: dict, elapsed: float) -> str:
+    def f(k, fmt=".3f"):
+        v = rec.get(k)
+        return "n/a" if v is None else format(v, fmt)
+
+    extra = f"  excess {f('truth/excess_bpc')} bpc" if "truth/excess_bpc" in rec else ""
+    return (f"gen {rec['generation']:>3}  val/bpc {f('val/bpc')}  val/entropy {f('val/entropy')} bits  "
+            f"distinct_2 {f('samples/distinct_2')}{extra}  elapsed {elapsed:.1f}s")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,45 @@
+"""env.json: what produced a run — git commit and dirty flag, versions, device, command line, host, time.
+
+Written by training/loop.py next to config.json (STYLE.md habit 7). Tested in tests/test_loop.py.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", _ROOT, *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment(device: torch.device, argv: list[str] | None = None) -> dict:
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    info = {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "hostname": platform.node(),
+        "command": [os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv),
+        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        info["cuda"] = torch.version.cuda
+    return info

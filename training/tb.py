@@ -1,0 +1,62 @@
+"""Records of a run: TensorBoard events and metrics.jsonl behind one small interface.
+
+TensorBoard tags equal metrics.jsonl keys (names in ARCHITECTURE.md): `train/*` at the global optimizer step,
+everything else at step = generation. `RunLogger(None)` is the no-op logger. On resume the writer purges events
+at or after the first redone training step, so an interrupted generation leaves no duplicate curve.
+Tested in tests/test_loop.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from training.checkpoint import write_text
+
+
+class RunLogger:
+    def __init__(self, run_dir: str | None, purge_step: int | None = None):
+        self.writer = None
+        if run_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is heavy to import
+
+            self.writer = SummaryWriter(log_dir=run_dir, purge_step=purge_step, flush_secs=10)
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self.writer is None:
+            return
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                self.writer.add_scalar(k, v, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, text, step)
+
+    def histogram(self, tag: str, values, step: int) -> None:
+        if self.writer is not None and len(values):
+            self.writer.add_histogram(tag, values, step)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_metrics(path: str, records: list[dict]) -> None:
+    """Rewrite metrics.jsonl atomically (one JSON object per finished generation)."""
+    write_text(path, "".join(json.dumps(r, default=_num) + "\n" for r in records))
+
+
+def _num(x):
+    return float(x)

@@ -1,0 +1,162 @@
+"""Trainer: fit one model to one token stream. Knows nothing of generations, files or TensorBoard.
+
+AdamW (decay on matrices only), linear warmup then cosine decay to `min_lr_ratio`·lr, gradient clipping.
+Batches are random windows of block_size + 1 tokens read from the stream, which lives on the device; window
+offsets come from the caller's torch.Generator, so a run is reproducible from its seed. On CUDA: bf16 autocast,
+TF32 matmuls, fused AdamW and (option) torch.compile. The inner loop never syncs with the host except at log
+steps, where the loss is read. Tested in tests/test_trainer.py.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+DTYPES = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = field(default=300, metadata={"help": "optimizer steps per generation"})
+    batch_size: int = field(default=32, metadata={"help": "windows per step (tokens/step = batch_size × model.block_size)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final lr as a fraction of the peak (cosine decay)"})
+    warmup_steps: int = field(default=30, metadata={"help": "linear warmup, optimizer steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on weight matrices"})
+    beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    beta2: float = field(default=0.99, metadata={"help": "AdamW beta2"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max global gradient norm (0 = off)"})
+    log_every: int = field(default=25, metadata={"help": "steps between train/loss records (the only host syncs)"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available) | cpu | cuda | cuda:N"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16"})
+    compile: str = field(default="auto", metadata={"help": "torch.compile the model: auto (on CUDA) | true | false"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for name in ("warmup_steps", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError("train.beta1 and train.beta2 must be in [0, 1)")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"train.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.compile not in ("auto", "true", "false"):
+            raise ValueError(f"train.compile must be auto, true or false, got {self.compile!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name} but CUDA is not available on this machine")
+    return dev
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for forward passes (None = plain fp32)."""
+    if cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def setup_backend(cfg: TrainConfig, device: torch.device) -> None:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        # TF32 changes speed, not the dynamics under study (fp32 accumulation stays).
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+    """Linear warmup over warmup_steps, then cosine from lr to min_lr_ratio·lr at `total` steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+
+
+def train(model: torch.nn.Module, ids: np.ndarray, cfg: TrainConfig, generator: torch.Generator,
+          device: torch.device, steps: int | None = None, log: Callable[[int, dict], None] | None = None,
+          step_offset: int = 0, progress: bool = False, desc: str = "train") -> dict:
+    """Train `model` (already on `device`) for `steps` (default cfg.steps) on random windows of `ids`.
+
+    ids: 1-D token stream (int). log(global_step, {"train/loss": nats/token, "train/lr": lr}) is called every
+    log_every steps and at the last one. Returns {"loss": last logged loss, "steps", "seconds", "tokens_per_s"}.
+    """
+    steps = cfg.steps if steps is None else steps
+    block = model.config.block_size
+    if len(ids) < block + 1:
+        raise ValueError(f"the training set has {len(ids)} tokens, fewer than one window of {block + 1}")
+    data = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)).to(device)  # (N,) resident on the device
+    span = torch.arange(block + 1, device=device)  # (block+1,)
+    amp = autocast_dtype(cfg, device)
+    compile_on = cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")
+    fwd = torch.compile(model) if compile_on else model
+    opt = make_optimizer(model, cfg, device)
+    model.train()
+    loss_sum = torch.zeros((), device=device)  # running sum between log steps, read only at log steps
+    n_in_sum, last = 0, float("nan")
+    bar = _bar(steps, desc) if progress else None
+    t0 = time.perf_counter()
+    for step in range(steps):
+        lr = lr_at(step, cfg, steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        # Offsets drawn on the CPU generator (reproducible on any device), then moved: (B,) -> windows (B, block+1).
+        off = torch.randint(0, len(ids) - block, (cfg.batch_size,), generator=generator).to(device)
+        chunk = data[off[:, None] + span]
+        x, y = chunk[:, :-1], chunk[:, 1:]
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss = fwd(x, y)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss_sum += loss.detach()
+        n_in_sum += 1
+        if (step + 1) % cfg.log_every == 0 or step == steps - 1:
+            last = loss_sum.item() / n_in_sum  # the one host sync, at log steps only
+            loss_sum.zero_()
+            n_in_sum = 0
+            if log is not None:
+                log(step_offset + step + 1, {"train/loss": last, "train/lr": lr})
+            if bar is not None:
+                bar.set_postfix(loss=f"{last:.3f}")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    return {"loss": last, "steps": steps, "seconds": seconds,
+            "tokens_per_s": steps * cfg.batch_size * block / max(seconds, 1e-9)}
+
+
+def _bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
