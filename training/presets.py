@@ -18,20 +18,20 @@ from training.trainer import TrainConfig
 
 def debug() -> RunConfig:
     return RunConfig(
-        loop=LoopConfig(generations=3, first_steps=60, eval_tokens=2_000, measure_chars=3_000, truth_chars=3_000),
-        model=GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-        train=TrainConfig(steps=30, batch_size=16, warmup_steps=5, log_every=10),
-        sample=SampleConfig(max_new_tokens=160, batch_size=32),
-        mix=MixConfig(tokens_per_generation=5_000),
+        loop=LoopConfig(generations=3, first_steps=250, eval_tokens=4_000, measure_chars=4_000, truth_chars=4_000),
+        model=GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=48),
+        train=TrainConfig(steps=60, batch_size=32, lr=4e-3, warmup_steps=10, log_every=10),
+        sample=SampleConfig(max_new_tokens=160, batch_size=64),
+        mix=MixConfig(tokens_per_generation=8_000),
         corpus=CorpusConfig(synthetic_train_chars=50_000, synthetic_val_chars=5_000),
     )
 
 
 def default() -> RunConfig:
     return RunConfig(
-        loop=LoopConfig(generations=5, first_steps=600, eval_tokens=20_000, measure_chars=20_000, truth_chars=20_000),
+        loop=LoopConfig(generations=5, first_steps=1_500, eval_tokens=20_000, measure_chars=20_000, truth_chars=20_000),
         model=GPTConfig(block_size=64, n_layer=2, n_head=4, n_embd=96),
-        train=TrainConfig(steps=150, batch_size=32, lr=3e-3, warmup_steps=20),
+        train=TrainConfig(steps=300, batch_size=32, lr=3e-3, warmup_steps=20),
         sample=SampleConfig(max_new_tokens=256, batch_size=128),
         mix=MixConfig(tokens_per_generation=40_000),
     )

@@ -40,14 +40,14 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):  # `not >` also catches nan
+            raise ValueError(f"train.lr must be a finite number > 0, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         for name in ("warmup_steps", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
+        if not (self.weight_decay >= 0 and self.grad_clip >= 0):
             raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError("train.beta1 and train.beta2 must be in [0, 1)")

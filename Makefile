@@ -1,0 +1,30 @@
+# closedloop: `make demo` sets up .venv and runs the default closed loop offline on the built-in synthetic
+# language; `make test` sets up .venv and runs the tests (`make test-slow` for the slow end-to-end ones).
+# torch is pinned by $(CONSTRAINTS) (torch==2.13.0, a CPU build here). A CUDA user points it elsewhere:
+#   make setup CONSTRAINTS=/dev/null        (or a file pinning the CUDA build they want)
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= constraints.txt
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-slow clean
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/closedloop run --preset default
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) *.egg-info
