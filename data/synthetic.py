@@ -16,11 +16,13 @@ So sentence lengths are geometric (mean ``mean_sentence_words`` words) and docum
 number of sentences (mean ``mean_doc_sentences``). Documents contain only ``[a-z .]``.
 
 Use: ``lang = SyntheticLanguage(SyntheticConfig()); docs = lang.sample_documents(100, rng)``;
-``lang.logprob(doc)`` (nats), ``lang.entropy_rate_bits_per_char()``.
-Test: ``/tmp/probe-venv/bin/python -m pytest tests/test_synthetic.py -q``.
+``lang.logprob(doc)`` (nats), ``lang.entropy_rate_bits_per_char()``, and the exact next-character law
+``lang.next_char_logprobs(doc_so_far, alphabet)`` (the ground-truth char-level model).
+Test: ``/tmp/probe-venv/bin/python -m pytest tests/test_synthetic.py tests/test_truth.py -q``.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 DOC_RE = re.compile(r"[a-z]+( [a-z]+)*\.( [a-z]+( [a-z]+)*\.)*")
+PREFIX_RE = re.compile(r"(?:[a-z]+(?: [a-z]+)*\. )*(?:[a-z]+(?: [a-z]+)*[ .]?)?")  # a document so far
 _ONSETS = list("bcdfghjklmnprstvwz") + ["br", "ch", "dr", "gr", "kl", "pl", "sh", "st", "th", "tr"]
 _VOWELS = ["a", "e", "i", "o", "u", "a", "e", "i", "o", "ai", "ou", "y"]
 _CODAS = ["", "", "", "n", "r", "s", "l", "t", "m", "k", "nd", "st"]
@@ -239,6 +242,80 @@ class SyntheticLanguage:
     def doc_logprobs(self, docs) -> np.ndarray:
         """Log-probabilities (nats) of many documents, shape (len(docs),)."""
         return np.array([self.logprob(d) for d in docs], dtype=np.float64)
+
+    # ---------------------------------------------------------------- exact next-character law
+    def _char_tables(self):
+        """Prefix structure, built once: words sorted (a prefix is a contiguous range), their letter codes
+        (V, max_len + 1) uint8 with 0 past the end, the start law in sorted order, and successor ranks (V, k)."""
+        tab = getattr(self, "_char_tab", None)
+        if tab is None:
+            order = sorted(range(len(self.vocab)), key=self.vocab.__getitem__)  # sorted position -> word id
+            words = [self.vocab[i] for i in order]
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order))
+            codes = np.zeros((len(words), max(map(len, words)) + 1), dtype=np.uint8)
+            for r, w in enumerate(words):
+                codes[r, :len(w)] = np.frombuffer(w.encode("ascii"), dtype=np.uint8)
+            tab = self._char_tab = (words, codes, self.target[np.asarray(order)], rank[self.succ], {})
+        return tab
+
+    def next_char_logprobs(self, context: str, alphabet: str) -> np.ndarray:
+        """Exact next-character log-probabilities (nats) after ``context``, shape (len(alphabet) + 1,).
+
+        ``context`` is the current document so far ("" = document start); entry i is character alphabet[i],
+        the last entry is end-of-document (EOT); impossible characters get -inf. The text so far fixes the
+        chain's state: the word law ``q`` (the start law ``s`` at a sentence start, else row ``P_prev`` of the
+        previous word, which already excludes a self-loop), the partial word ``p``, and whether the last
+        character was '.'. With M(x) = Σ_{w starts with x} q(w):
+          letter c: M(p + c) / M(p);   ' ': q(p) / M(p) · (1 - p_s);   '.': q(p) / M(p) · p_s;
+          after '.': ' ' with 1 - p_d, EOT with p_d.
+        So over a document and its EOT the product of these probabilities telescopes to exp(logprob(doc)).
+        Masses are summed directly over the prefix's range of sorted words (np.bincount by next letter), never
+        as differences of cumulative sums, so rare words keep full relative precision. Characters of the
+        language missing from ``alphabet`` keep their mass out of the result (it then sums to < 1).
+        By the Markov property only the format, the previous word and the partial word are checked: a context
+        in that format with an unknown previous word or a partial word no word starts with raises ValueError.
+        """
+        if not PREFIX_RE.fullmatch(context):
+            raise ValueError(f"context is not the start of a document of the language: {context[-40:]!r}")
+        words, codes, start_w, succ_rank, per_alphabet = self._char_tables()
+        if alphabet not in per_alphabet:
+            # Bin of each alphabet character in the (257,) letter masses; bin 256 is always 0 (no such letter).
+            idx = np.array([o if 0 < (o := ord(c)) < 256 else 256 for c in alphabet], dtype=np.int64)
+            per_alphabet[alphabet] = (idx, alphabet.find(" "), alphabet.find("."))
+        idx, i_space, i_stop = per_alphabet[alphabet]
+        prob = np.zeros(len(alphabet) + 1)  # probabilities; the last entry is EOT
+        if context.endswith("."):
+            if i_space >= 0:
+                prob[i_space] = 1.0 - self.p_end_doc
+            prob[-1] = self.p_end_doc
+        else:
+            sp = context.rfind(" ")
+            prefix = context[sp + 1:]
+            lo = bisect.bisect_left(words, prefix)
+            hi = bisect.bisect_left(words, prefix + "\U0010ffff") if prefix else len(words)
+            col = min(len(prefix), codes.shape[1] - 1)  # longer prefixes have an empty range anyway
+            if sp <= 0 or context[sp - 1] == ".":  # sentence start: the start law s, dense
+                letters, weights = codes[lo:hi, col], start_w[lo:hi]
+            else:
+                prev = self.word_index.get(context[context.rfind(" ", 0, sp) + 1:sp], -1)
+                if prev < 0:
+                    raise ValueError(f"context has a word outside the vocabulary: {context[-40:]!r}")
+                r = succ_rank[prev]  # (k,) sorted positions of the successors
+                keep = (r >= lo) & (r < hi)
+                letters, weights = codes[r[keep], col], self.trans[prev][keep]
+            mass = np.bincount(letters, weights=weights, minlength=257)  # (257,) q-mass by next letter; 0 = word ends
+            total = mass.sum()  # M(p)
+            if not total > 0:
+                raise ValueError(f"context has probability 0 in the language: {context[-40:]!r}")
+            prob[:-1] = mass[idx] / total
+            ends = mass[0] / total  # q(p) / M(p): the partial word is a complete word that stops here
+            if i_space >= 0:
+                prob[i_space] += ends * (1.0 - self.p_end_sentence)
+            if i_stop >= 0:
+                prob[i_stop] += ends * self.p_end_sentence
+        with np.errstate(divide="ignore"):
+            return np.log(prob)
 
     # ---------------------------------------------------------------- sampling
     def sample_documents(self, n_docs: int, rng: np.random.Generator) -> list[str]:
