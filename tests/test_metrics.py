@@ -112,7 +112,9 @@ def test_sample_metrics_extremes_and_keys(real):
     assert m_one["samples/mean_doc_chars"] == len(one[0])
     assert set(m_many) == {f"samples/distinct_{n}" for n in range(1, 5)} | {
         "samples/unique_words", "samples/word_entropy", "samples/char_entropy", "samples/mean_doc_chars",
-        "samples/compression_ratio", "samples/zipf_exponent"}
+        "samples/compression_ratio", "samples/zipf_exponent", "samples/self_bleu4"}
+    assert m_one["samples/self_bleu4"] == pytest.approx(1.0)  # 40 identical documents
+    assert m_many["samples/self_bleu4"] < 0.05  # random 8-letter words: no shared word, at most chance
     full = M.sample_metrics(["a b z"], 100, real=real)
     assert full["samples/novel_word_rate"] == pytest.approx(1 / 3)
     assert full["samples/vocab_coverage"] == pytest.approx(1 / 2)
@@ -149,3 +151,85 @@ def test_truth_metrics_with_fake_language():
     assert out["truth/sample_bpc"] == pytest.approx((4 + 1) / (5 + 2))
     none_valid = M.sample_metrics(["xx yy"], 100, language=FakeLanguage())
     assert math.isnan(none_valid["truth/sample_bpc"]) and none_valid["truth/coverage"] == 0.0
+
+
+# --- self-BLEU-4 -------------------------------------------------------------------------------------------
+
+
+def _bleu(*docs, max_docs=200, seed=0):
+    return M.self_bleu4([d.split() for d in docs], np.random.default_rng(seed), max_docs=max_docs)
+
+
+def _slow_self_bleu4(doc_words):
+    """Reference: BLEU+1 of each document against every other, max reference count taken reference by
+    reference (O(M²)); no subsampling."""
+    docs = [ws for ws in doc_words if len(ws) >= 4]
+    scores = []
+    for i, hyp in enumerate(docs):
+        refs = [r for j, r in enumerate(docs) if j != i]
+        logs = []
+        for n in range(1, 5):
+            h = M._ngram_counts(hyp, n)
+            rc = [M._ngram_counts(r, n) for r in refs]
+            hit = sum(min(c, max(r[g] for r in rc)) for g, c in h.items())
+            total = len(hyp) - n + 1
+            logs.append(math.log(hit / total) if n == 1 and hit else
+                        -math.inf if n == 1 else math.log((hit + 1) / (total + 1)))
+        r = min((abs(len(x) - len(hyp)), len(x)) for x in refs)[1]
+        bp = 1.0 if len(hyp) > r else math.exp(1 - r / len(hyp))
+        scores.append(bp * math.exp(sum(logs) / 4))
+    return sum(scores) / len(scores)
+
+
+def test_self_bleu_identical_documents_is_exactly_one():
+    # p_1 = 4/4; smoothed p_n = (k + 1)/(k + 1) = 1 for n >= 2; equal lengths -> BP = 1
+    assert _bleu("a b c d e", "a b c d e", "a b c d e") == pytest.approx(1.0, abs=1e-12)
+
+
+def test_self_bleu_disjoint_and_shuffled_by_hand():
+    # disjoint vocabularies: no unigram match, p_1 = 0 (not smoothed) -> exactly 0
+    assert _bleu("a b c d", "e f g h") == 0.0
+    # same words, no shared bigram: p_1 = 1, p_2 = (0+1)/(3+1), p_3 = 1/3, p_4 = 1/2; BP = 1
+    # BLEU = (1 * 1/4 * 1/3 * 1/2)^(1/4) = (1/24)^(1/4) ~ 0.452 for both hypotheses
+    assert _bleu("a b c d", "d c b a") == pytest.approx((1 / 24) ** 0.25)
+
+
+def test_self_bleu_brevity_penalty_by_hand():
+    # hyp "a b c d" vs "a b c d e f g h": all precisions (smoothed) 1, c = 4 < r = 8 -> BP = e^(1 - 2)
+    # hyp "a..h" vs "a b c d": p = 4/8, 4/8, 3/7, 2/6; c > r -> BP = 1; (1/2 * 1/2 * 3/7 * 1/3)^(1/4) = (1/28)^(1/4)
+    want = (math.exp(-1) + (1 / 28) ** 0.25) / 2
+    assert _bleu("a b c d", "a b c d e f g h") == pytest.approx(want)
+
+
+def test_self_bleu_never_compares_a_document_with_itself():
+    a, b = "a b c d", "d c b a"
+    x = (1 / 24) ** 0.25
+    assert _bleu(a, b) == pytest.approx(x)  # each sees only the other
+    # a twice: each copy of a has the other copy as reference -> 1; b sees only a's -> x
+    assert _bleu(a, a, b) == pytest.approx((1 + 1 + x) / 3)
+    # a document alone (or with only too-short ones) has no reference
+    assert math.isnan(_bleu(a)) and math.isnan(_bleu(a, "x y z"))
+    assert _bleu(a, "x y z", b) == pytest.approx(x)  # < 4 words: skipped as hypothesis and reference
+
+
+def test_self_bleu_top_two_shortcut_matches_brute_force():
+    rng = np.random.default_rng(3)
+    vocab = np.array(list("abcdef"))  # small vocabulary: many repeated n-grams, ties and unique maxima
+    docs = [list(rng.choice(vocab, int(rng.integers(1, 14)))) for _ in range(25)]
+    fast = M.self_bleu4(docs, np.random.default_rng(0), max_docs=200)
+    assert fast == pytest.approx(_slow_self_bleu4(docs), rel=1e-12)
+    assert 0.0 < fast < 1.0
+
+
+def test_self_bleu_subsample_is_deterministic_for_a_seed():
+    rng = np.random.default_rng(4)
+    vocab = np.array([f"w{i}" for i in range(30)])
+    docs = [" ".join(rng.choice(vocab, 12)) for _ in range(60)]
+    first = _bleu(*docs, max_docs=10, seed=7)
+    assert _bleu(*docs, max_docs=10, seed=7) == first
+    assert len({_bleu(*docs, max_docs=10, seed=s) for s in range(5)}) > 1  # the seed picks the subsample
+    assert _bleu(*docs, max_docs=60, seed=1) == _bleu(*docs, max_docs=60, seed=2)  # no draw when all fit
+    m1 = M.sample_metrics(docs, 10_000, seed=5)["samples/self_bleu4"]
+    assert m1 == M.sample_metrics(docs, 10_000, seed=5)["samples/self_bleu4"]
+    with pytest.raises(ValueError):
+        _bleu(*docs, max_docs=1)

@@ -127,6 +127,90 @@ def zipf_exponent(word_counts: Counter, top: int = 100) -> float:
     return float(-slope)
 
 
+SELF_BLEU_MAX_N = 4  # BLEU-4: word 1..4-grams, uniform weights 1/4
+SELF_BLEU_MAX_DOCS = 200  # hypotheses (and reference pool) per generation; O(docs x words) after the subsample
+
+
+def _ngram_counts(ws: list[str], n: int) -> Counter:
+    """Counts of the word n-grams (tuples) of one document."""
+    return Counter(zip(*(ws[k:] for k in range(n))))
+
+
+def _closest_ref_lengths(lengths: np.ndarray) -> np.ndarray:
+    """For each document i, the length of the closest OTHER document (ties: the shorter one), (M,)."""
+    m = len(lengths)
+    big = int(lengths.max()) + 1
+    diff = np.abs(lengths[:, None] - lengths[None, :])  # (M, M) word-length gaps
+    key = diff * big + lengths[None, :]  # closest first, then shorter: a lexicographic key in one int
+    key[np.arange(m), np.arange(m)] = np.iinfo(np.int64).max  # never itself
+    return lengths[key.argmin(axis=1)]
+
+
+def self_bleu4(doc_words: list[list[str]], rng: np.random.Generator, max_docs: int = SELF_BLEU_MAX_DOCS
+               ) -> float:
+    """Self-BLEU-4 of a set of documents (a ratio in [0, 1]; higher = documents repeat each other).
+
+    Documents with fewer than 4 words are skipped; of the rest, at most `max_docs` are drawn without replacement
+    with `rng` (all of them, in order, when there are no more). Each drawn document is scored as the hypothesis
+    against ALL the other drawn documents as references (never itself) and the scores are averaged:
+
+        BLEU = BP * exp(mean_{n=1..4} ln p_n),   BP = 1 if c > r else exp(1 - r / c),
+
+    with c the hypothesis length in words, r the length of the closest reference (ties: the shorter), and
+    p_n the modified n-gram precision: sum over the hypothesis n-grams of min(count, max count in any one
+    reference) / number of hypothesis n-grams. Smoothing (Lin & Och 2004, "BLEU+1"): for n >= 2 one is added
+    to both numerator and denominator, so a short text without a shared 4-gram does not score 0; p_1 is not
+    smoothed, so a hypothesis sharing no word with the references scores exactly 0. NaN with < 2 documents.
+
+    Speed: n-gram counters are built once per document. The max count over "all references but i" is the max
+    over all documents unless document i alone holds that max, in which case it is the second-highest count;
+    one pass keeps (max, unique holder or -1 on a tie, second max) per n-gram. Cost O(M · words), not O(M²).
+    """
+    if max_docs < 2:
+        raise ValueError(f"self-BLEU max_docs must be >= 2, got {max_docs}")
+    docs = [ws for ws in doc_words if len(ws) >= SELF_BLEU_MAX_N]
+    if len(docs) > max_docs:
+        idx = np.sort(rng.choice(len(docs), size=max_docs, replace=False))
+        docs = [docs[i] for i in idx]
+    m = len(docs)
+    if m < 2:
+        return math.nan
+    log_p = np.zeros(m)  # (M,) sum over n of ln p_n per hypothesis
+    dead = np.zeros(m, dtype=bool)  # no unigram match: BLEU exactly 0
+    for n in range(1, SELF_BLEU_MAX_N + 1):
+        counts = [_ngram_counts(ws, n) for ws in docs]
+        top: dict[tuple, list] = {}  # n-gram -> [max count, unique holder (-1 on a tie), second max count]
+        for i, cs in enumerate(counts):
+            for g, c in cs.items():
+                t = top.get(g)
+                if t is None:
+                    top[g] = [c, i, 0]
+                elif c > t[0]:
+                    t[2], t[0], t[1] = t[0], c, i
+                elif c == t[0]:
+                    t[2], t[1] = c, -1
+                elif c > t[2]:
+                    t[2] = c
+        for i, cs in enumerate(counts):
+            hit = 0
+            for g, c in cs.items():
+                best, holder, second = top[g]
+                hit += min(c, second if holder == i else best)
+            total = len(docs[i]) - n + 1  # >= 1 since every kept document has >= 4 words
+            if n == 1:
+                if hit == 0:
+                    dead[i] = True
+                    continue
+                log_p[i] += math.log(hit / total)
+            else:
+                log_p[i] += math.log((hit + 1) / (total + 1))
+    lengths = np.array([len(ws) for ws in docs], dtype=np.int64)
+    ref = _closest_ref_lengths(lengths)
+    bp = np.where(lengths > ref, 1.0, np.exp(1.0 - ref / lengths))
+    bleu = np.where(dead, 0.0, bp * np.exp(log_p / SELF_BLEU_MAX_N))
+    return float(bleu.mean())
+
+
 @dataclass(frozen=True)
 class RealStats:
     """Word statistics of the real corpus, built once per run: train word counts, val word types, and the
@@ -246,9 +330,9 @@ def sample_metrics(docs: list[str], n_chars: int, real: RealStats | None = None,
     given documents, before the budget cut), `compression_ratio`, `zipf_exponent`; with `real` also
     `samples/novel_word_rate`, `vocab_coverage`, `tail_coverage`, `kl_words`, `js_words`; with `language` the
     `truth/…` keys of `truth_metrics`. Keys needing an absent input are left out, not NaN.
-    `seed` is reserved for subsampled measures (self-BLEU); nothing here is random yet.
+    `samples/self_bleu4` is taken on a subsample of at most SELF_BLEU_MAX_DOCS budgeted documents drawn with
+    `np.random.default_rng(seed)`: same documents and seed, same value.
     """
-    del seed  # no stochastic measure yet; kept so callers need not change when one is added
     mean_doc_chars = float(np.mean([len(d) for d in docs])) if docs else math.nan
     kept, truncated = _budget(docs, n_chars)
     doc_words = [words(d) for d in kept]
@@ -263,6 +347,7 @@ def sample_metrics(docs: list[str], n_chars: int, real: RealStats | None = None,
         "samples/mean_doc_chars": mean_doc_chars,
         "samples/compression_ratio": compression_ratio(kept),
         "samples/zipf_exponent": zipf_exponent(counts),
+        "samples/self_bleu4": self_bleu4(doc_words, np.random.default_rng(seed)),
     })
     if real is not None:
         types = set(counts)
