@@ -17,7 +17,10 @@ REQUIRED_KEYS = [
     "generation", "train/global_step", "val/loss", "val/bpc", "val/ppl", "val/entropy", "val/top1",
     "mix/real_tokens", "mix/synthetic_tokens",
     *[f"samples/distinct_{n}" for n in range(1, 5)], "samples/unique_words", "samples/word_entropy",
-    "samples/char_entropy", "truth/excess_bpc", "truth/valid_word_rate",
+    "samples/char_entropy", "samples/compression_ratio", "samples/self_bleu4", "samples/zipf_exponent",
+    "samples/vocab_coverage", "samples/tail_coverage", "samples/novel_word_rate", "samples/kl_words",
+    "samples/js_words", "samples/ref_bpc", "samples/self_bpc",
+    "truth/excess_bpc", "truth/valid_word_rate", "truth/sample_bpc", "truth/coverage", "verdict",
 ]
 # Wall-clock figures differ between two identical runs; everything else must not.
 TIMING = ("time/", "train/tokens_per_s")
@@ -64,6 +67,28 @@ def test_run_writes_every_file_and_key(finished):
     assert {"git_commit", "git_dirty", "torch", "device", "command"} <= set(env)
     summary = json.load(open(os.path.join(d, "summary.json")))
     assert summary["generations"] == 2 and summary["final"]["generation"] == 1
+
+
+def test_tensorboard_shows_every_generation(finished):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(finished), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in ("val/bpc", "val/entropy", "samples/distinct_2", "samples/ref_bpc", "truth/excess_bpc"):
+        assert [e.step for e in acc.Scalars(tag)] == [0, 1], tag
+    recs = metrics(finished)
+    assert acc.Scalars("val/bpc")[1].value == pytest.approx(recs[1]["val/bpc"], rel=1e-6)
+    assert acc.Scalars("train/loss")[-1].step == recs[-1]["train/global_step"]
+    assert [e.step for e in acc.Images("samples/zipf")] == [0, 1]
+    assert [e.step for e in acc.Histograms("samples/ref_bpc_per_doc")] == [0, 1]
+    assert {"samples/text/text_summary", "verdict/text_summary"} <= set(tags["tensors"])
+
+
+def test_ref_bpc_is_the_generation_0_model(finished):
+    r0, r1 = metrics(finished)
+    assert r0["samples/ref_bpc"] == pytest.approx(r0["samples/self_bpc"])  # at g = 0 both are model 0
+    assert r1["samples/ref_bpc"] != pytest.approx(r1["samples/self_bpc"])
 
 
 def test_exact_shares_and_samples_kept_as_ids(finished):

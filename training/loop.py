@@ -30,10 +30,12 @@ from models.sampling import SampleConfig, generate_documents
 from training import checkpoint as ck
 from training.config import diff, flatten, to_dict
 from training.evaluate import eval_windows, evaluate, score_documents
+from training.measure import bpc_of, budget_ids, zipf_figure
 from training.metrics import RealStats, sample_metrics
 from training.runinfo import environment
 from training.tb import RunLogger, read_metrics, write_metrics
 from training.trainer import TrainConfig, autocast_dtype, resolve_device, setup_backend, train
+from training.verdict import verdict_so_far
 
 # Purposes of the per-generation random streams (a run is reproducible from `seed`).
 _INIT, _TRAIN, _SAMPLE, _MIX = 1, 2, 3, 4
@@ -192,6 +194,9 @@ def run_loop(prep: Prepared, run_dir: str, argv: list[str] | None = None) -> dic
         for g in range(start, cfg.loop.generations):
             rec = run_generation(prep, run_dir, g, global_step, log)
             global_step = rec["train/global_step"]
+            v = verdict_so_far([*records, rec], uniform_bits=math.log2(tok.vocab_size))
+            rec["verdict"] = v["verdict"]
+            log.text("verdict", f"generation {g}: **{v['verdict']}** ({v['reason']})", g)
             records.append(rec)
             write_metrics(metrics_path, records)
             log.flush()
@@ -200,6 +205,7 @@ def run_loop(prep: Prepared, run_dir: str, argv: list[str] | None = None) -> dic
     finally:
         log.close()
     summary = summarize(records, cfg)
+    summary["verdict"] = verdict_so_far(records, uniform_bits=math.log2(tok.vocab_size)) if records else None
     ck.write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
 
@@ -256,6 +262,17 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     t = time.perf_counter()
     rec.update(sample_metrics(docs, cfg.loop.measure_chars, prep.real_stats, prep.corpus.language, seed=cfg.seed))
     rec["samples/truncated_rate"] = float(np.mean([len(d) >= cfg.sample.max_new_tokens for d in docs_ids]))
+    measured = budget_ids(docs_ids, cfg.loop.measure_chars, tok.char_count)
+    rec["samples/self_bpc"], _ = bpc_of(model, measured, tok, device, amp)
+    ref = model
+    if g > 0:  # Shumailov's measure: the generation-0 model's surprise at this generation's text
+        ref = GPT(cfg.model, generator(cfg.seed, 0, _INIT))
+        ref.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, 0), "model.pt")))
+        ref.to(device)
+    rec["samples/ref_bpc"], per_doc = bpc_of(ref, measured, tok, device, amp)
+    log.histogram("samples/ref_bpc_per_doc", per_doc, g)
+    log.figure("samples/zipf", zipf_figure(docs, cfg.loop.measure_chars, prep.real_stats.train_counts,
+                                           f"generation {g}, T = {cfg.sample.temperature}"), g)
     times["time/measure_s"] = time.perf_counter() - t
     rec.update(times)
     rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}

@@ -29,11 +29,11 @@ def debug() -> RunConfig:
 
 def default() -> RunConfig:
     return RunConfig(
-        loop=LoopConfig(generations=5, first_steps=1_500, eval_tokens=20_000, measure_chars=20_000, truth_chars=20_000),
+        loop=LoopConfig(generations=5, first_steps=1_000, eval_tokens=20_000, measure_chars=20_000, truth_chars=20_000),
         model=GPTConfig(block_size=64, n_layer=2, n_head=4, n_embd=96),
         train=TrainConfig(steps=300, batch_size=32, lr=3e-3, warmup_steps=20),
         sample=SampleConfig(max_new_tokens=256, batch_size=128),
-        mix=MixConfig(tokens_per_generation=40_000),
+        mix=MixConfig(tokens_per_generation=200_000),
     )
 
 

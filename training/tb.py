@@ -37,6 +37,15 @@ class RunLogger:
         if self.writer is not None and len(values):
             self.writer.add_histogram(tag, values, step)
 
+    def figure(self, tag: str, fig, step: int) -> None:
+        """A matplotlib figure as an image (closed afterwards)."""
+        if self.writer is not None:
+            self.writer.add_figure(tag, fig, step, close=True)
+        else:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+
     def flush(self) -> None:
         if self.writer is not None:
             self.writer.flush()

@@ -1,0 +1,57 @@
+"""Per-generation measures of the samples that need a model or a picture, on top of training/metrics.py.
+
+- `samples/ref_bpc`: bits per character of the generation-0 model on this generation's measured samples
+  (Shumailov et al.'s measure: how surprising the new text is to the original model), with its per-document
+  histogram in TensorBoard; `samples/self_bpc`: the same under the current model.
+- A rank-frequency (Zipf) plot of the sampled words against the real train corpus, as a TensorBoard image.
+Both use the documents inside the fixed character budget, so figures compare across generations.
+Called by training/loop.py; tested in tests/test_loop.py.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+
+from training.evaluate import score_documents
+from training.metrics import take_char_budget, words
+
+
+def budget_ids(docs_ids: list[np.ndarray], n_chars: int, char_count) -> list[np.ndarray]:
+    """Whole sampled documents (token ids) in order until their characters (EOT counted) reach n_chars."""
+    out, have = [], 0
+    for d in docs_ids:
+        if have >= n_chars:
+            break
+        out.append(d)
+        have += char_count(d) + 1
+    return out
+
+
+def bpc_of(model, docs_ids: list[np.ndarray], tok, device, autocast_dtype=None) -> tuple[float, np.ndarray]:
+    """(mean bits/char over all documents, per-document bits/char); each document is scored with its EOT."""
+    nats = score_documents(model, docs_ids, tok.eot_id, device, autocast_dtype=autocast_dtype)
+    chars = np.array([tok.char_count(d) + 1 for d in docs_ids], dtype=np.float64)
+    return float(nats.sum() / (math.log(2) * chars.sum())), nats / (math.log(2) * chars)
+
+
+def zipf_figure(docs: list[str], n_chars: int, real_counts: Counter, title: str, top: int = 1000):
+    """Rank-frequency plot (log-log) of sampled words vs the real train corpus, relative frequencies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sample_counts = Counter(w for d in take_char_budget(docs, n_chars) for w in words(d))
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=90)
+    for counts, label, style in ((real_counts, "real train", "-"), (sample_counts, "samples", ".")):
+        freq = np.array(sorted(counts.values(), reverse=True)[:top], dtype=np.float64)
+        if len(freq):
+            ax.loglog(np.arange(1, len(freq) + 1), freq / sum(counts.values()), style, label=label, ms=3)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("relative frequency")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
