@@ -122,12 +122,17 @@ def train(model: torch.nn.Module, ids: np.ndarray, cfg: TrainConfig, generator: 
     n_in_sum, last = 0, float("nan")
     bar = _bar(steps, desc) if progress else None
     t0 = time.perf_counter()
+    # Window offsets are drawn where the data live: on CUDA from a device generator seeded once from the caller's
+    # CPU generator, so the inner loop never copies from the host; on the CPU from the caller's generator itself.
+    gen = generator
+    if device.type != "cpu":
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        gen = torch.Generator(device=device).manual_seed(seed)
     for step in range(steps):
         lr = lr_at(step, cfg, steps)
         for g in opt.param_groups:
             g["lr"] = lr
-        # Offsets drawn on the CPU generator (reproducible on any device), then moved: (B,) -> windows (B, block+1).
-        off = torch.randint(0, len(ids) - block, (cfg.batch_size,), generator=generator).to(device)
+        off = torch.randint(0, len(ids) - block, (cfg.batch_size,), generator=gen, device=device)  # (B,)
         chunk = data[off[:, None] + span]
         x, y = chunk[:, :-1], chunk[:, 1:]
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
