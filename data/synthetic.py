@@ -199,7 +199,7 @@ class SyntheticLanguage:
 
     def word_set_mass(self, words) -> float:
         """Stationary probability mass of the given word types (unknown strings contribute 0)."""
-        idx = [self.word_index[w] for w in set(words) if w in self.word_index]
+        idx = sorted({self.word_index[w] for w in words if w in self.word_index})  # fixed order: reproducible sums
         return float(self.stationary_word_distribution()[idx].sum()) if idx else 0.0
 
     def is_valid_word(self, w: str) -> bool:

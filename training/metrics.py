@@ -253,8 +253,9 @@ def tail_coverage(gen_types: set, real: RealStats) -> float:
 
 
 def _aligned(p: Counter, q: Counter) -> tuple[np.ndarray, np.ndarray]:
-    """Count vectors of two counters over their union vocabulary, (U,) each."""
-    keys = list(p.keys() | q.keys())
+    """Count vectors of two counters over their union vocabulary, (U,) each, in sorted word order: a set's order
+    changes with each process's string-hash seed, and float sums must not (a run is reproducible from its seed)."""
+    keys = sorted(p.keys() | q.keys())
     return (np.array([p.get(k, 0) for k in keys], dtype=np.float64),
             np.array([q.get(k, 0) for k in keys], dtype=np.float64))
 
