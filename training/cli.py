@@ -97,13 +97,95 @@ def cmd_run(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run}
+SWEEP_USAGE = """usage: closedloop sweep FILE [--out DIR] [--workers N] [--per-gpu K] [--backend local|ray] [--address ADDR] [--dry-run]
+
+Runs every point of a grid file (see sweeps/debug.yaml); resumable: run it again to finish what is left.
+  --out DIR        sweep folder (default: runs/<file stem>)
+  --workers N      points run at once (default 1); on CPU the cores are split among them
+  --per-gpu K      on CUDA, points sharing one GPU (default 1)
+  --backend B      local (default) | ray (pip install -e .[ray]); --address ADDR of an existing Ray cluster
+  --dry-run        list the points and exit
+Exit status: the number of failed points (2 also for a bad grid file)."""
+
+
+def _flag_args(argv: list[str], names: dict) -> tuple[list[str], dict]:
+    """Positional arguments and --name VALUE / --name=VALUE flags (names maps flag -> default; bool = switch)."""
+    pos, flags, i = [], dict(names), 0
+    while i < len(argv):
+        a = argv[i]
+        key, eq, val = a[2:].partition("=") if a.startswith("--") else ("", "", "")
+        if a in ("-h", "--help"):
+            flags["help"] = True
+        elif key in names and isinstance(names[key], bool):
+            flags[key] = True
+        elif key in names:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"--{key} needs a value")
+                val, i = argv[i + 1], i + 1
+            flags[key] = type(names[key])(val) if names[key] is not None else val
+        elif a.startswith("-"):
+            raise UsageError(f"unknown option {a}")
+        else:
+            pos.append(a)
+        i += 1
+    return pos, flags
+
+
+def cmd_sweep(argv: list[str]) -> int:
+    from training.report import write_report
+    from training.sweep import load_grid, run_sweep
+
+    pos, f = _flag_args(argv, {"out": None, "workers": 1, "per-gpu": 1, "backend": "local", "address": None,
+                               "dry-run": False, "help": False})
+    if f["help"]:
+        print(SWEEP_USAGE)
+        return 0
+    if len(pos) != 1:
+        raise UsageError("closedloop sweep takes one grid file (see closedloop sweep --help)")
+    if f["workers"] < 1 or f["per-gpu"] < 1 or f["backend"] not in ("local", "ray"):
+        raise UsageError("--workers and --per-gpu must be >= 1 and --backend local or ray")
+    grid = load_grid(pos[0])
+    out = f["out"] or os.path.join("runs", os.path.splitext(os.path.basename(pos[0]))[0])
+    if f["dry-run"]:
+        for p in grid.points:
+            print(f"{p.name}\t{os.path.join(out, p.name)}\tclosedloop run {' '.join(p.args)}")
+        print(f"{len(grid.points)} points", file=sys.stderr)
+        return 0
+    result = run_sweep(grid, out, f["workers"], f["per-gpu"], f["backend"], f["address"],
+                       say=lambda s: print(s, file=sys.stderr, flush=True))
+    for path in write_report(out):
+        print(path)
+    return min(len(result["failed"]), 100)
+
+
+def cmd_report(argv: list[str]) -> int:
+    from training.report import write_report
+
+    pos, f = _flag_args(argv, {"measure": "val/entropy", "help": False})
+    if f["help"] or len(pos) != 1:
+        print("usage: closedloop report SWEEP_DIR [--measure val/entropy]   (summary.csv, summary.md, figures)")
+        return 0 if f["help"] else 2
+    if not os.path.exists(os.path.join(pos[0], "sweep.yaml")):
+        raise UsageError(f"{pos[0]} is not a sweep folder (no sweep.yaml)")
+    for path in write_report(pos[0], f["measure"]):
+        print(path)
+    return 0
+
+
+def cmd_theory(argv: list[str]) -> int:
+    from training.theory_cli import cmd_theory as theory  # lazy: the theory needs numpy only
+
+    return theory(argv)
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "report": cmd_report, "theory": cmd_theory}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: closedloop {run} ...   (closedloop run --help for the options)")
+        print(f"usage: closedloop {{{','.join(COMMANDS)}}} ...   (closedloop COMMAND --help for the options)")
         return 0 if argv else 2
     cmd = COMMANDS.get(argv[0])
     if cmd is None:
