@@ -7,7 +7,10 @@ sampled from model g−1 (kept as the token ids that were sampled, never decoded
 - `accumulate` (Gerstgrasser et al. 2024): train on everything so far, generation 0's real data included; grows by B.
 - `accumulate-subsample` (Kazdan et al. 2024): B tokens drawn by document, without replacement, from that pool.
 Real data are `fresh` (tokens never used before in this run: new draws of the synthetic language, or the next
-unused documents of a finite corpus) or `fixed` (generation 0's real set, its first R tokens at g >= 1).
+unused documents of a finite corpus: consecutive slices of its train token array, which may be a memory map of
+the token cache) or `fixed` (generation 0's real set, its first R tokens at g >= 1). A finite corpus that runs out
+of fresh data is refused with the number of generations it can feed, unless `mix.allow_reuse=true` (the slices
+then wrap around to the start of the train split).
 Tested in tests/test_mixing.py.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ class MixConfig:
     tokens_per_generation: int = field(default=100_000, metadata={"help": "B: tokens in one generation's training set"})
     workflow: str = field(default="replace", metadata={"help": "replace | accumulate | accumulate-subsample"})
     real_data: str = field(default="fresh", metadata={"help": "fresh (never used before in this run) | fixed (generation 0's real set)"})
+    allow_reuse: bool = field(default=False, metadata={"help": "fresh real data from a finite corpus wrap around to its start when it runs out (else the run is refused)"})
 
     def __post_init__(self):
         if not 0.0 <= self.fresh_fraction <= 1.0:
@@ -48,10 +52,14 @@ class MixConfig:
 class RealSource:
     """Real token portions per generation, deterministic from the run seed (so a resumed run gets the same)."""
 
-    def __init__(self, corpus, tokenizer, cfg: MixConfig, seed: int):
+    def __init__(self, corpus, tokenizer, cfg: MixConfig, seed: int, stream: np.ndarray | None = None):
+        """stream: the finite corpus's train ids (e.g. the token cache's memmap); encoded here when not given."""
         self.corpus, self.tok, self.cfg, self.seed = corpus, tokenizer, cfg, seed
-        # A finite corpus is consumed in its (already permuted) train order: one stream, read with a cursor.
-        self.stream = None if corpus.infinite else tokenizer.encode_docs(corpus.train_docs)
+        # A finite corpus is consumed in its train order: one stream, read with a cursor.
+        if corpus.infinite:
+            self.stream = None
+        else:
+            self.stream = stream if stream is not None else tokenizer.encode_docs(corpus.train_docs)
 
     def generations_supported(self) -> int | None:
         """How many generations the corpus can feed at this budget (None = unlimited)."""
@@ -60,7 +68,7 @@ class RealSource:
         n, b = len(self.stream), self.cfg.tokens_per_generation
         if n < b:
             return 0
-        if self.cfg.real_data == "fixed" or self.cfg.real_tokens(1) == 0:
+        if self.cfg.real_data == "fixed" or self.cfg.real_tokens(1) == 0 or self.cfg.allow_reuse:
             return None
         return 1 + (n - b) // self.cfg.real_tokens(1)
 
@@ -71,13 +79,18 @@ class RealSource:
             return self.portion(0)[:n]
         if self.stream is not None:
             start = 0 if generation == 0 else self.cfg.tokens_per_generation + (generation - 1) * n
-            if start + n > len(self.stream):
+            total = len(self.stream)
+            if start + n > total and not (self.cfg.allow_reuse and n <= total):
                 raise ValueError(
                     f"the corpus ran out of fresh real data at generation {generation}: it holds "
-                    f"{len(self.stream)} train tokens and feeds {self.generations_supported()} generations at this "
-                    "budget; use --mix.real_data=fixed, a smaller --mix.tokens_per_generation, or a larger corpus"
+                    f"{total} train tokens and feeds {self.generations_supported()} generations at this "
+                    "budget; use --mix.allow_reuse=true (wrap around), --mix.real_data=fixed, a smaller "
+                    "--mix.tokens_per_generation, or a larger corpus"
                 )
-            return self.stream[start:start + n]
+            start %= total
+            if start + n <= total:
+                return np.asarray(self.stream[start:start + n], dtype=np.int32)
+            return np.concatenate([self.stream[start:], self.stream[:start + n - total]]).astype(np.int32)
         # Synthetic language: fresh documents drawn for this generation alone.
         rng = np.random.default_rng([self.seed, generation, 0xF4E5])
         out, have = [], 0

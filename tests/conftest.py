@@ -1,10 +1,18 @@
-"""Shared pytest setup: one torch thread (CI has 2 cores and torch slows badly when oversubscribed).
+"""Shared pytest setup: one torch thread (CI has 2 cores and torch slows badly when oversubscribed), and a
+throwaway cache folder.
 
 Run the suite with `make test`; slow end-to-end checks with `make test-slow`.
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Hermetic: token caches and hub downloads go to a throwaway folder, never the user's ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="closedloop-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 import torch  # noqa: E402
 

@@ -187,7 +187,7 @@ def test_real_source_synthetic_fixed_is_prefix_of_gen0(synth):
 
 def _finite(n_docs: int):
     docs = [f"doc {i} text." for i in range(n_docs)]
-    corpus = Corpus(name="t", fingerprint="x", train_docs=docs, val_docs=["val."])
+    corpus = Corpus.from_lists("t", "x", docs, ["val."])
     return corpus, CharTokenizer.fit(docs)
 
 

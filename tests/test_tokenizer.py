@@ -1,4 +1,5 @@
 """Tests for data/tokenizer.py: the char tokenizer's encode/decode, EOT framing, unknown policy, save/load.
+(BPE and pretrained tokenizers: tests/test_sources.py.)
 
 Run: /tmp/probe-venv/bin/python -m pytest tests/test_tokenizer.py -q
 """
@@ -114,7 +115,11 @@ def test_load_rejects_other_kinds(tmp_path):
 
 def test_config_validation_and_build():
     with pytest.raises(ValueError, match="tokenizer.kind"):
-        TokenizerConfig(kind="bpe")
+        TokenizerConfig(kind="wordpiece")
+    with pytest.raises(ValueError, match="tokenizer.vocab_size"):
+        TokenizerConfig(kind="bpe", vocab_size=100)
+    with pytest.raises(ValueError, match="tokenizer.name"):
+        TokenizerConfig(kind="pretrained")
     with pytest.raises(ValueError, match="tokenizer.unknown"):
         TokenizerConfig(unknown="ignore")
     tok = build_tokenizer(TokenizerConfig(unknown="error"), ["xy", "yz"])

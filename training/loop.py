@@ -24,6 +24,7 @@ import torch
 
 from data.corpus import Corpus, CorpusConfig, load_corpus
 from data.mixing import MixConfig, RealSource, assemble
+from data.tokencache import token_arrays
 from data.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer
 from models.gpt import GPT, GPTConfig
 from models.sampling import SampleConfig, generate_documents
@@ -40,7 +41,7 @@ from training.verdict import verdict_so_far
 # Purposes of the per-generation random streams (a run is reproducible from `seed`).
 _INIT, _TRAIN, _SAMPLE, _MIX = 1, 2, 3, 4
 # Keys that may change when a run is resumed: they extend it or change speed, not what is learned.
-RESUMABLE_KEYS = {"loop.generations", "loop.progress", "train.threads"}
+RESUMABLE_KEYS = {"loop.generations", "loop.progress", "train.threads", "corpus.cache_dir"}
 
 
 @dataclass
@@ -102,23 +103,30 @@ def generator(seed: int, g: int, purpose: int) -> torch.Generator:
 
 
 def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
-    """Load and check the inputs. Bad input raises ValueError/FileNotFoundError; nothing is written."""
+    """Load and check the inputs. Bad input raises ValueError/FileNotFoundError; nothing is written to run_dir.
+
+    A finite corpus is tokenized once into the token cache (`corpus.cache_dir`, memory-mapped; data/tokencache.py);
+    the word statistics of the real corpus use its first `corpus.stats_chars` characters of train and of val.
+    """
     device = resolve_device(cfg.train.device)
     corpus = load_corpus(cfg.corpus)
     tok_path = os.path.join(run_dir, "tokenizer.json") if run_dir else None
     if tok_path and os.path.exists(tok_path) and ck.completed_generations(run_dir) > 0:
         tok = load_tokenizer(tok_path)  # frozen at generation 0: reload, never refit
     else:
-        tok = build_tokenizer(cfg.tokenizer, corpus.train_docs)
+        tok = build_tokenizer(cfg.tokenizer, corpus.iter_docs("train", cfg.tokenizer.fit_chars))
     if cfg.model.vocab_size and cfg.model.vocab_size < tok.vocab_size:
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tok.vocab_size}")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or tok.vocab_size))
     block = cfg.model.block_size
-    val_ids = tok.encode_docs(corpus.val_docs)
+    if corpus.infinite:
+        train_ids, val_ids = None, tok.encode_docs(corpus.val_docs)
+    else:
+        train_ids, val_ids = token_arrays(corpus, tok, cfg.corpus.resolved_cache_dir, progress=cfg.loop.progress)
     if len(val_ids) < block + 1:
         raise ValueError(f"the real val split has {len(val_ids)} tokens, fewer than one window of model.block_size+1={block + 1}; "
-                         "use a larger corpus or a smaller --model.block_size")
-    real = RealSource(corpus, tok, cfg.mix, cfg.seed)
+                         "use a larger corpus, a larger --corpus.val_fraction or a smaller --model.block_size")
+    real = RealSource(corpus, tok, cfg.mix, cfg.seed, stream=train_ids)
     if real.stream is not None:
         if len(real.stream) < block + 1:
             raise ValueError(f"the real train split has {len(real.stream)} tokens, fewer than one window of {block + 1}")
@@ -128,8 +136,8 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
                              f"mix.tokens_per_generation={cfg.mix.tokens_per_generation}")
         if fed is not None and fed < cfg.loop.generations:
             raise ValueError(f"the corpus feeds only {fed} generations of fresh real data at this budget "
-                             f"(loop.generations={cfg.loop.generations}); use --mix.real_data=fixed, a smaller "
-                             "--mix.tokens_per_generation or a larger corpus")
+                             f"(loop.generations={cfg.loop.generations}); use --mix.allow_reuse=true (wrap around), "
+                             "--mix.real_data=fixed, a smaller --mix.tokens_per_generation or a larger corpus")
     if cfg.mix.tokens_per_generation < block + 1:
         raise ValueError(f"mix.tokens_per_generation={cfg.mix.tokens_per_generation} is smaller than one window of {block + 1}")
     val_x, val_y = eval_windows(val_ids, block, min(cfg.loop.eval_tokens, len(val_ids) - 1))
@@ -140,12 +148,14 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
         docs = corpus.language.sample_chars(cfg.loop.truth_chars, np.random.default_rng([cfg.corpus.split_seed, 0x7247]))
         truth_docs = [tok.encode(d) for d in docs]
         truth_nats = -np.array([corpus.language.logprob(d) for d in docs])
-    return Prepared(cfg, corpus, tok, real, RealStats.from_docs(corpus.train_docs, corpus.val_docs),
-                    val_x, val_y, val_chars, truth_docs, truth_nats, device)
+    stats = RealStats.from_docs(list(corpus.iter_docs("train", cfg.corpus.stats_chars)),
+                                list(corpus.iter_docs("val", cfg.corpus.stats_chars)))
+    return Prepared(cfg, corpus, tok, real, stats, val_x, val_y, val_chars, truth_docs, truth_nats, device)
 
 
 def resolved_config(prep: Prepared) -> dict:
-    return {**to_dict(prep.cfg), "fingerprint": {"corpus": prep.corpus.fingerprint}}
+    return {**to_dict(prep.cfg), "fingerprint": {"corpus": prep.corpus.fingerprint,
+                                                 "tokenizer": prep.tokenizer.fingerprint}}
 
 
 def check_resume(prep: Prepared, run_dir: str) -> int:
