@@ -24,7 +24,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -328,14 +328,7 @@ def _text_source(cfg: CorpusConfig):
                 yield from _stream_documents(p, cfg.encoding_errors)
 
     def batches(size: int = 4096) -> Iterator[list[str]]:
-        batch = []
-        for d in docs():
-            batch.append(d)
-            if len(batch) == size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        return batched(docs(), size)
 
     name = os.path.splitext(os.path.basename(os.path.normpath(cfg.path)))[0]
     return name, content, batches, None, f"corpus.path {cfg.path!r}"
@@ -343,3 +336,15 @@ def _text_source(cfg: CorpusConfig):
 
 def _hash(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()[:16]
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of up to `size` consecutive items (documents are streamed, never all held at once)."""
+    batch = []
+    for d in items:
+        batch.append(d)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

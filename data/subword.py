@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from data.corpus import batched
 from data.tokenizer import _EOT, StreamTokenizer, stream_from_lists
 
 _HEX_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -60,17 +61,6 @@ def char_table(tk, eot_id: int, byte_level: bool) -> np.ndarray:
             table[i] = len(tok.replace("\u2581", " "))
     table[eot_id] = 1
     return table
-
-
-def _batched(docs: Iterable[str], size: int = 1024) -> Iterator[list[str]]:
-    batch = []
-    for d in docs:
-        batch.append(d)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class _RustTokenizer(StreamTokenizer):
@@ -120,7 +110,7 @@ class BPETokenizer(_RustTokenizer):
         seen = [0]
 
         def counted():
-            for b in _batched(docs):
+            for b in batched(docs, 1024):
                 seen[0] += len(b)
                 yield b
 
