@@ -125,6 +125,15 @@ def test_failing_point_is_recorded_and_others_finish(tmp_path, capsys):
     assert table["path="]["status"] == "done"
 
 
+def test_workflow_grid_draws_the_workflow_figure(tmp_path):
+    text = "preset: debug\noverrides: {loop.generations: 2}\naxes:\n  mix.workflow: [replace, accumulate]\n"
+    out = tmp_path / "out"
+    assert main(["sweep", grid_file(tmp_path, text), "--out", str(out), "--workers", "2"]) == 0
+    png = (out / "workflows.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (out / "workflows.pdf").read_bytes()[:5] == b"%PDF-"
+    assert set(rows(out)) == {"workflow=replace", "workflow=accumulate"} and not (out / "phase.png").exists()
+
+
 def test_ray_backend_gives_identical_summaries(swept, tmp_path):
     pytest.importorskip("ray")
     tmp, out = swept

@@ -195,11 +195,10 @@ def _phase(sweep_dir, rows, measure, plt) -> list[str]:
                         vmin=-lim, vmax=lim, marker=MARKERS.get(verdict, "s"), s=110, edgecolors="k", label=verdict)
     fig.colorbar(sc, ax=ax, label=f"change of {measure} since generation 0")
     ts = np.linspace(min(p[0] for p in pts), max(p[0] for p in pts), 200)
-    try:  # the categorical model's stability boundary (uniform H): stable above it
+    try:  # the categorical model's stability boundary for a uniform H (1 − T for any number of outcomes)
         from training.theory import critical_fresh_fraction
 
-        n = 29
-        ax.plot(ts, critical_fresh_fraction(ts, np.full(n, 1.0 / n)), "k--", lw=1, label="theory: λ* (uniform H)")
+        ax.plot(ts, critical_fresh_fraction(ts, np.full(8, 1.0 / 8)), "k--", lw=1, label="theory: λ* (uniform H)")
     except (ImportError, ValueError):
         ax.plot(ts, np.clip(1 - ts, 0, 1), "k--", lw=1, label="theory: λ* = 1 − T")
     ax.set_xlabel("temperature T")
