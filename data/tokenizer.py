@@ -31,8 +31,9 @@ _UNK = "<|unk|>"
 class TokenizerConfig:
     kind: str = field(default="char", metadata={"help": "char (one id per character seen in real train) | bpe (byte-level BPE trained on real train) | pretrained (tokenizer.name)"})
     unknown: str = field(
-        default="replace",
-        metadata={"help": "char: characters absent from real train: replace (with an UNK id) | error"},
+        default="auto",
+        metadata={"help": "char: characters absent from real train: replace (with an UNK id) | error | auto "
+                          "(error for the synthetic language's closed alphabet, replace for text corpora)"},
     )
     vocab_size: int = field(default=2048, metadata={"help": "bpe: vocabulary size, tokens (256 bytes + EOT + merges)"})
     name: str = field(default="", metadata={"help": "pretrained: a local folder or a hub name (e.g. gpt2) loaded with transformers.AutoTokenizer"})
@@ -41,8 +42,8 @@ class TokenizerConfig:
     def __post_init__(self):
         if self.kind not in ("char", "bpe", "pretrained"):
             raise ValueError(f"tokenizer.kind must be char, bpe or pretrained, got {self.kind!r}")
-        if self.unknown not in ("replace", "error"):
-            raise ValueError(f"tokenizer.unknown must be replace or error, got {self.unknown!r}")
+        if self.unknown not in ("auto", "replace", "error"):
+            raise ValueError(f"tokenizer.unknown must be auto, replace or error, got {self.unknown!r}")
         if self.vocab_size < 260 or self.vocab_size > 1 << 20:
             raise ValueError(f"tokenizer.vocab_size must be in [260, 2^20] (256 bytes + EOT + merges), got {self.vocab_size}")
         if self.kind == "pretrained" and not self.name:
@@ -177,8 +178,12 @@ class CharTokenizer(StreamTokenizer):
         return cls(d["chars"], d["unknown"])
 
 
-def build_tokenizer(cfg: TokenizerConfig, train_docs: Iterable[str]) -> StreamTokenizer:
-    """Fit the configured tokenizer on the real train documents (generation 0 only; frozen afterwards)."""
+def build_tokenizer(cfg: TokenizerConfig, train_docs: Iterable[str], closed_alphabet: bool = False) -> StreamTokenizer:
+    """Fit the configured tokenizer on the real train documents (generation 0 only; frozen afterwards).
+
+    closed_alphabet: the corpus can produce no character outside its train split (the synthetic language), so
+    `unknown=auto` adds no UNK id: a model could only ever sample it, never see it in real text.
+    """
     if cfg.kind == "bpe":
         from data.subword import BPETokenizer
 
@@ -187,7 +192,8 @@ def build_tokenizer(cfg: TokenizerConfig, train_docs: Iterable[str]) -> StreamTo
         from data.subword import PretrainedTokenizer
 
         return PretrainedTokenizer.from_name(cfg.name)
-    return CharTokenizer.fit(train_docs, cfg.unknown)
+    unknown = cfg.unknown if cfg.unknown != "auto" else ("error" if closed_alphabet else "replace")
+    return CharTokenizer.fit(train_docs, unknown)
 
 
 def load_tokenizer(path: str) -> StreamTokenizer:

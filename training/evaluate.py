@@ -127,10 +127,12 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, chars: int, device, batch_size
 
 
 def score_documents(model, docs_ids: list[np.ndarray], eot_id: int, device, batch_size: int = 64,
-                    autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+                    autocast_dtype: torch.dtype | None = None, ended: list[bool] | None = None) -> np.ndarray:
     """Total nats of each document followed by EOT, (D,) float64.
 
-    Each document is scored as the stream [eot] doc [eot] (EOT doubles as BOS), so len(doc) + 1 targets; a
+    Each document is scored as the stream [eot] doc [eot] (EOT doubles as BOS), so len(doc) + 1 targets; where
+    `ended[d]` is False (a sample cut by the length cap: the model never emitted its EOT) the final EOT is not
+    scored, so len(doc) targets. A
     document longer than block_size uses the `eval_windows` rule (windows of block_size, stride block_size // 2).
     Windows of all documents are sorted by length and batched, each batch cut to its longest window, so short
     documents cost little and no document sees another as context.
@@ -139,7 +141,8 @@ def score_documents(model, docs_ids: list[np.ndarray], eot_id: int, device, batc
     block_size = model_block_size(model)
     xs, ys, owner = [], [], []
     for d, doc in enumerate(docs_ids):
-        stream = np.concatenate([[eot_id], np.asarray(doc, dtype=np.int64).reshape(-1), [eot_id]])
+        tail = [eot_id] if ended is None or ended[d] else []
+        stream = np.concatenate([[eot_id], np.asarray(doc, dtype=np.int64).reshape(-1), tail]).astype(np.int64)
         x, y = eval_windows(stream, block_size, len(stream) - 1)
         xs.append(x)
         ys.append(y)

@@ -13,6 +13,7 @@ Run it with `closedloop run --preset debug`; tested in tests/test_loop.py.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import sys
@@ -39,7 +40,7 @@ from training.trainer import TrainConfig, autocast_dtype, resolve_device, setup_
 from training.verdict import verdict_so_far
 
 # Purposes of the per-generation random streams (a run is reproducible from `seed`).
-_INIT, _TRAIN, _SAMPLE, _MIX = 1, 2, 3, 4
+_INIT, _TRAIN, _SAMPLE, _MIX, _DROPOUT = 1, 2, 3, 4, 5
 # Keys that may change when a run is resumed: they extend it or change speed, not what is learned.
 RESUMABLE_KEYS = {"loop.generations", "loop.progress", "train.threads", "corpus.cache_dir"}
 
@@ -114,7 +115,10 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     if tok_path and os.path.exists(tok_path) and ck.completed_generations(run_dir) > 0:
         tok = load_tokenizer(tok_path)  # frozen at generation 0: reload, never refit
     else:
-        tok = build_tokenizer(cfg.tokenizer, corpus.iter_docs("train", cfg.tokenizer.fit_chars))
+        docs = corpus.iter_docs("train", cfg.tokenizer.fit_chars)
+        if corpus.language is not None:  # its alphabet is known: no character of it may be missing by chance
+            docs = itertools.chain(docs, [" ".join(corpus.language.vocab) + "."])
+        tok = build_tokenizer(cfg.tokenizer, docs, closed_alphabet=corpus.language is not None)
     if cfg.model.vocab_size and cfg.model.vocab_size < tok.vocab_size:
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tok.vocab_size}")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or tok.vocab_size))
@@ -161,6 +165,8 @@ def resolved_config(prep: Prepared) -> dict:
 def check_resume(prep: Prepared, run_dir: str) -> int:
     """Generations already done in run_dir (0 if new); refuses a run directory made with another config."""
     path = os.path.join(run_dir, "config.json")
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ValueError(f"--out {run_dir} is a file, not a directory")
     if not os.path.exists(path):
         if os.path.isdir(run_dir) and os.listdir(run_dir):
             raise ValueError(f"{run_dir} exists and is not a closedloop run directory; pick another --out or pass --overwrite")
@@ -242,9 +248,14 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
         model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, g - 1), "model.pt")))
     model.to(device)
     steps = cfg.loop.first_steps if (g == 0 and cfg.loop.first_steps) else cfg.train.steps
+    # Dropout draws from torch's global generator: seed it per generation so runs (and resumes) reproduce.
+    torch.manual_seed(int(generator(cfg.seed, g, _DROPOUT).initial_seed()))
     res = train(model, ids, cfg.train, generator(cfg.seed, g, _TRAIN), device, steps=steps,
                 log=log.scalars, step_offset=global_step, progress=cfg.loop.progress, desc=f"gen {g} train")
     times["time/train_s"] = res["seconds"]
+    if not math.isfinite(res["loss"]):
+        raise ValueError(f"training diverged at generation {g} (train loss {res['loss']}); lower --train.lr or "
+                         "raise --train.warmup_steps, then run the same command to redo this generation")
     # --- model on real text ---------------------------------------------------------------------------------
     t = time.perf_counter()
     amp = autocast_dtype(cfg.train, device)
@@ -264,22 +275,25 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     need = max(cfg.mix.synthetic_tokens(1), cfg.loop.measure_chars + 1)
     docs_ids = sample_tokens(model, cfg.sample, tok.eot_id, need, generator(cfg.seed, g, _SAMPLE), device, amp,
                              cfg.loop.progress, f"gen {g} sample")
-    stream = np.concatenate([np.append(d, tok.eot_id) for d in docs_ids]).astype(np.int32)
+    # Exactly the tokens the model emitted, in order: a document cut by sample.max_new_tokens gets no EOT, so the
+    # next generation is never taught an end of document the model did not produce.
+    ended = [len(d) < cfg.sample.max_new_tokens for d in docs_ids]
+    stream = np.concatenate([np.append(d, tok.eot_id) if e else d for d, e in zip(docs_ids, ended)]).astype(np.int32)
     ck.write_npy(os.path.join(gdir, "ids.npy"), stream)
     docs = [tok.decode(d) for d in docs_ids]
     ck.write_text(os.path.join(gdir, "samples.txt"), "\n\n".join(docs) + "\n")
     times["time/sample_s"] = time.perf_counter() - t
     t = time.perf_counter()
     rec.update(sample_metrics(docs, cfg.loop.measure_chars, prep.real_stats, prep.corpus.language, seed=cfg.seed))
-    rec["samples/truncated_rate"] = float(np.mean([len(d) >= cfg.sample.max_new_tokens for d in docs_ids]))
-    measured = budget_ids(docs_ids, cfg.loop.measure_chars, tok.char_count)
-    rec["samples/self_bpc"], _ = bpc_of(model, measured, tok, device, amp)
+    rec["samples/truncated_rate"] = 1.0 - float(np.mean(ended))
+    measured, measured_ended = budget_ids(docs_ids, ended, cfg.loop.measure_chars, tok.char_count)
+    rec["samples/self_bpc"], _ = bpc_of(model, measured, measured_ended, tok, device, amp)
     ref = model
     if g > 0:  # Shumailov's measure: the generation-0 model's surprise at this generation's text
         ref = GPT(cfg.model, generator(cfg.seed, 0, _INIT))
         ref.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, 0), "model.pt")))
         ref.to(device)
-    rec["samples/ref_bpc"], per_doc = bpc_of(ref, measured, tok, device, amp)
+    rec["samples/ref_bpc"], per_doc = bpc_of(ref, measured, measured_ended, tok, device, amp)
     log.histogram("samples/ref_bpc_per_doc", per_doc, g)
     log.figure("samples/zipf", zipf_figure(docs, cfg.loop.measure_chars, prep.real_stats.train_counts,
                                            f"generation {g}, T = {cfg.sample.temperature}"), g)
@@ -296,7 +310,8 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
 
 def sample_tokens(model, scfg: SampleConfig, eot_id: int, need: int, gen: torch.Generator, device, amp,
                   progress: bool, desc: str) -> list[np.ndarray]:
-    """Sample whole documents, a batch at a time, until they hold at least `need` tokens (EOTs counted)."""
+    """Sample whole documents, a batch at a time, until their stream holds at least `need` tokens (EOTs the model
+    emitted counted)."""
     docs, have = [], 0
     bar = None
     if progress:
@@ -308,7 +323,7 @@ def sample_tokens(model, scfg: SampleConfig, eot_id: int, need: int, gen: torch.
             batch = generate_documents(model, scfg.batch_size, scfg, eot_id, gen, device=device)
         for d in batch:
             docs.append(np.asarray(d, dtype=np.int32))
-            have += len(d) + 1
+            have += len(d) + int(len(d) < scfg.max_new_tokens)  # tokens it adds to the stream (EOT if emitted)
         if bar is not None:
             bar.update(min(need, have) - bar.n)
     if bar is not None:

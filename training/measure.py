@@ -18,21 +18,24 @@ from training.evaluate import score_documents
 from training.metrics import take_char_budget, words
 
 
-def budget_ids(docs_ids: list[np.ndarray], n_chars: int, char_count) -> list[np.ndarray]:
-    """Whole sampled documents (token ids) in order until their characters (EOT counted) reach n_chars."""
-    out, have = [], 0
-    for d in docs_ids:
+def budget_ids(docs_ids: list[np.ndarray], ended: list[bool], n_chars: int, char_count):
+    """Whole sampled documents (token ids) and their `ended` flags, in order, until their characters (an EOT the
+    model emitted counts 1) reach n_chars."""
+    out, flags, have = [], [], 0
+    for d, e in zip(docs_ids, ended):
         if have >= n_chars:
             break
         out.append(d)
-        have += char_count(d) + 1
-    return out
+        flags.append(e)
+        have += char_count(d) + int(e)
+    return out, flags
 
 
-def bpc_of(model, docs_ids: list[np.ndarray], tok, device, autocast_dtype=None) -> tuple[float, np.ndarray]:
-    """(mean bits/char over all documents, per-document bits/char); each document is scored with its EOT."""
-    nats = score_documents(model, docs_ids, tok.eot_id, device, autocast_dtype=autocast_dtype)
-    chars = np.array([tok.char_count(d) + 1 for d in docs_ids], dtype=np.float64)
+def bpc_of(model, docs_ids: list[np.ndarray], ended: list[bool], tok, device, autocast_dtype=None):
+    """(mean bits/char over all documents, per-document bits/char); a document's EOT is scored (and counted as a
+    character) only where the model emitted it, not where the length cap cut the document."""
+    nats = score_documents(model, docs_ids, tok.eot_id, device, autocast_dtype=autocast_dtype, ended=ended)
+    chars = np.array([tok.char_count(d) + int(e) for d, e in zip(docs_ids, ended)], dtype=np.float64)
     return float(nats.sum() / (math.log(2) * chars.sum())), nats / (math.log(2) * chars)
 
 
