@@ -14,6 +14,7 @@ Tested in tests/test_sources.py; benchmarked by scripts/bench_tokenize.py.
 from __future__ import annotations
 
 import collections
+import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -41,7 +42,16 @@ def token_arrays(corpus, tok, cache_dir: str, progress: bool = False) -> tuple[n
     path = cache_path(corpus, tok, cache_dir)
     meta_path = os.path.join(path, "meta.json")
     if not os.path.exists(meta_path):
-        build(corpus, tok, path, progress)
+        # Several runs (a sweep's points) may want the same cache at once: one builds it, the others wait on the
+        # lock and then find it built, instead of tokenizing the corpus N times and racing on the rename.
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not os.path.exists(meta_path):
+                    build(corpus, tok, path, progress)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
     with open(meta_path) as f:
         meta = json.load(f)
     dtype = np.dtype(meta["dtype"])

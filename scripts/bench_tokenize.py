@@ -55,8 +55,12 @@ def one(kind: str, path: str, cache: str, vocab: int, fit_chars: int) -> dict:
     reload_s = time.perf_counter() - t
     assert len(train2) == len(train)
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    # Encoding workers (forked, reaped when their pool closes): the largest one's peak. Together with this
+    # process they hold at most rss + cores × worker (an upper bound: forked pages are shared until written).
+    kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"kind": kind, "tokens": int(len(train) + len(val)), "load_s": load_s, "fit_s": fit_s, "tok_s": tok_s,
-            "reload_s": reload_s, "peak_rss_mb": rss_kb / 1024, "vocab": tok.vocab_size}
+            "reload_s": reload_s, "peak_rss_mb": rss_kb / 1024, "worker_rss_mb": kids_kb / 1024,
+            "vocab": tok.vocab_size}
 
 
 def main() -> None:
@@ -83,11 +87,14 @@ def main() -> None:
                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"corpus: {size / 1e6:.1f} MB ({os.path.basename(args.source)} repeated), {os.cpu_count()} cores\n")
-    print("| tokenizer | MB/s | peak RSS (MB) | tokens | tokenize (s) | fit (s) | load + count (s) | cached reload (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| tokenizer | MB/s | peak RSS (MB) | largest worker (MB) | bound, all processes (MB) | tokens | tokenize (s) "
+          "| fit (s) | load + count (s) | cached reload (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         name = "char" if r["kind"] == "char" else f"bpe (vocab {r['vocab']})"
-        print(f"| {name} | {size / 1e6 / r['tok_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['tokens']:,} | {r['tok_s']:.1f} | "
+        bound = r["peak_rss_mb"] + (os.cpu_count() or 1) * r["worker_rss_mb"]
+        print(f"| {name} | {size / 1e6 / r['tok_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['worker_rss_mb']:.0f} | {bound:.0f} "
+              f"| {r['tokens']:,} | {r['tok_s']:.1f} | "
               f"{r['fit_s']:.1f} | {r['load_s']:.1f} | {r['reload_s']:.2f} |")
 
 

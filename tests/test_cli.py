@@ -98,3 +98,16 @@ def test_module_entry_point():
     p = subprocess.run([sys.executable, "-m", "training", "run", "--loop.generations=0"], cwd=ROOT,
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 2 and p.stderr.strip() == "closedloop: error: loop.generations must be >= 1, got 0"
+
+
+def test_out_is_a_file(tmp_path, capsys):
+    f = tmp_path / "f"
+    f.write_text("keep me")
+    code, err = run_cli([*FAST, "--out", str(f)], capsys)
+    assert code == 2 and "is a file" in err and f.read_text() == "keep me"
+
+
+def test_diverged_training_is_one_line(tmp_path, capsys):
+    code, err = run_cli([*FAST, "--out", str(tmp_path / "r"), "--train.lr=1e6"], capsys)
+    assert code == 2 and "diverged at generation 0" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "gen_000" / "DONE").exists()

@@ -140,3 +140,10 @@ def test_ray_backend_gives_identical_summaries(swept, tmp_path):
     ray_out = tmp_path / "ray"
     assert main(["sweep", grid_file(tmp), "--out", str(ray_out), "--backend", "ray", "--workers", "2"]) == 0
     assert {k: stable(v) for k, v in rows(ray_out).items()} == {k: stable(v) for k, v in rows(out).items()}
+
+
+def test_change_tolerates_missing_values():
+    from training.report import change
+
+    assert change([{"v": 1.0}, {"v": 3.5}], "v") == 2.5
+    assert change([{"v": 1.0}, {"v": None}], "v") is None and change([{}, {"v": 1.0}], "v") is None

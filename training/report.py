@@ -102,6 +102,12 @@ def mean_ci(xs) -> tuple[float, float]:
     return float(xs.mean()), float(t * xs.std(ddof=1) / math.sqrt(len(xs)))
 
 
+def change(records: list[dict], key: str) -> float | None:
+    """Last minus first value of a measure (None where either is missing: a NaN is stored as null)."""
+    first, last = records[0].get(key), records[-1].get(key)
+    return None if first is None or last is None else last - first
+
+
 def _write_md(sweep_dir, grid, rows) -> str:
     axes, groups = _settings(grid, rows)
     cols = [*MAIN[:4], "Δ val/entropy"]
@@ -115,7 +121,7 @@ def _write_md(sweep_dir, grid, rows) -> str:
         cells = []
         for c in cols:
             if c == "Δ val/entropy":
-                vals = [r["records"][-1].get("val/entropy") - r["records"][0].get("val/entropy") for r in done]
+                vals = [change(r["records"], "val/entropy") for r in done]
             else:
                 vals = [r["records"][-1].get(c) for r in done]
             m, h = mean_ci(vals)
@@ -184,8 +190,7 @@ def _phase(sweep_dir, rows, measure, plt) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 4.6))
     pts = []
     for (t, lam), rs in cells.items():
-        ch = [r["records"][-1].get(measure) - r["records"][0].get(measure) for r in rs
-              if r["status"] == "done" and r["records"][-1].get(measure) is not None]
+        ch = [c for r in rs if r["status"] == "done" and (c := change(r["records"], measure)) is not None]
         verdict = Counter(r["verdict"] or r["status"] for r in rs).most_common(1)[0][0]
         pts.append((t, lam, float(np.mean(ch)) if ch else math.nan, verdict))
     lim = max([abs(c) for *_, c, _ in pts if math.isfinite(c)] or [1.0])

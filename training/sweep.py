@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -149,13 +150,26 @@ def run_sweep(grid: Grid, out: str, workers: int = 1, per_gpu: int = 1, backend:
         f"({backend}, {workers} worker{'s' if workers > 1 else ''})")
     t0 = time.perf_counter()
     if backend == "ray":
-        results = _run_ray(todo, out, workers, address)
+        results = _run_ray(todo, out, workers, per_gpu, address)
     else:
         threads, slots = plan_resources(workers, per_gpu)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run_point, p.args, os.path.join(out, p.name), threads,
-                                   slots[i % len(slots)] if slots else None) for i, p in enumerate(todo)]
-            results = [f.result() for f in futures]
+        free: queue.Queue = queue.Queue()
+        for slot in slots:
+            free.put(slot)
+
+        def on_free_gpu(p: Point):
+            # A point takes a GPU slot when it starts and gives it back when it ends, so at most `per_gpu`
+            # points share a GPU and no GPU idles while another is oversubscribed.
+            if not slots:
+                return run_point(p.args, os.path.join(out, p.name), threads, None)
+            slot = free.get()
+            try:
+                return run_point(p.args, os.path.join(out, p.name), threads, slot)
+            finally:
+                free.put(slot)
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(slots)) if slots else workers) as pool:
+            results = list(pool.map(on_free_gpu, todo))
     failed = {}
     for p, (ok, err) in zip(todo, results):
         if not ok:
@@ -168,7 +182,7 @@ def run_sweep(grid: Grid, out: str, workers: int = 1, per_gpu: int = 1, backend:
             "skipped": [p.name for p in skipped]}
 
 
-def _run_ray(todo: list, out: str, workers: int, address: str | None) -> list:
+def _run_ray(todo: list, out: str, workers: int, per_gpu: int, address: str | None) -> list:
     """Each point a Ray task asking for its CPU (and GPU) share; outputs go to the shared `out` path."""
     try:
         import ray
@@ -180,7 +194,8 @@ def _run_ray(todo: list, out: str, workers: int, address: str | None) -> list:
         total_cpus = int(ray.cluster_resources().get("CPU", 1))
         gpus = ray.cluster_resources().get("GPU", 0)
         threads = max(1, total_cpus // workers)
-        task = ray.remote(num_cpus=threads, num_gpus=(1.0 / workers if gpus else 0))(_ray_point)
+        # A GPU share of 1/per_gpu: Ray places at most per_gpu points on one GPU and spreads the rest.
+        task = ray.remote(num_cpus=threads, num_gpus=(1.0 / per_gpu if gpus else 0))(_ray_point)
         out_abs = os.path.abspath(out)
         return ray.get([task.remote(p.args, os.path.join(out_abs, p.name), threads) for p in todo])
     finally:
