@@ -37,6 +37,7 @@ class SampleConfig:
     top_p: float = field(default=1.0, metadata={"help": "nucleus: smallest set of tokens with mass >= p, in (0, 1]"})
     max_new_tokens: int = field(default=256, metadata={"help": "length cap of one document, tokens"})
     batch_size: int = field(default=64, metadata={"help": "documents decoded together"})
+    max_batch_memory_mb: int = field(default=0, metadata={"help": "automatic batch size: the most documents whose KV cache and decode buffers fit in this many MiB (estimate from the model's dimensions; never above sample.batch_size); 0 = off"})
 
     def __post_init__(self):
         if not self.temperature >= 0:
@@ -49,6 +50,27 @@ class SampleConfig:
             raise ValueError(f"sample.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise ValueError(f"sample.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_batch_memory_mb < 0:
+            raise ValueError(f"sample.max_batch_memory_mb must be >= 0 (0 = off), got {self.max_batch_memory_mb}")
+
+
+def bytes_per_row(model_cfg, max_new_tokens: int, elem_bytes: int = 4) -> int:
+    """Estimated bytes one decoded row needs: its KV cache (2 · n_layer · block_size · n_embd elements), the
+    prefill activations of one context window (about 12 · n_embd + vocab fp32 values per position: qkv, MLP
+    hidden, logits) and the int64 token buffer. An estimate, not a measurement (allocator slack not counted)."""
+    c = model_cfg
+    kv = 2 * c.n_layer * c.block_size * c.n_embd * elem_bytes
+    prefill = c.block_size * (12 * c.n_embd + c.vocab_size) * 4
+    return kv + prefill + 8 * (1 + max_new_tokens)
+
+
+def auto_batch_size(model_cfg, cfg: SampleConfig, elem_bytes: int = 4) -> int:
+    """sample.batch_size, or with sample.max_batch_memory_mb > 0 the most rows whose estimated memory
+    (`bytes_per_row`) fits the cap, at least 1 and at most sample.batch_size."""
+    if cfg.max_batch_memory_mb <= 0:
+        return cfg.batch_size
+    fits = cfg.max_batch_memory_mb * 2**20 // bytes_per_row(model_cfg, cfg.max_new_tokens, elem_bytes)
+    return int(max(1, min(cfg.batch_size, fits)))
 
 
 def sample_next_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
@@ -99,10 +121,12 @@ def _to_documents(tokens: torch.Tensor, eot_id: int) -> list[np.ndarray]:
 
 
 def _decode_batch(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int,
-                  generator: torch.Generator, device: torch.device, use_cache: bool) -> torch.Tensor:
+                  generator: torch.Generator, device: torch.device, use_cache: bool,
+                  stop_at_eot: bool = True) -> torch.Tensor:
     """Decode n rows from the prompt [eot_id]. Returns ids (n, 1 + steps) with the prompt first.
 
     use_cache=False is the slow reference: full recompute of the current context every step.
+    stop_at_eot=False always decodes max_new_tokens steps (benchmarks: a fixed amount of work).
     """
     block = model.config.block_size
     half = block // 2
@@ -128,7 +152,7 @@ def _decode_batch(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int,
         tokens[:, length] = nxt
         length += 1
         done |= nxt == eot_id  # finished rows keep decoding; their tokens after EOT are dropped
-        if step == cfg.max_new_tokens or (step % CHECK_EVERY == 0 and bool(done.all())):
+        if step == cfg.max_new_tokens or (stop_at_eot and step % CHECK_EVERY == 0 and bool(done.all())):
             break
         if length - start > block:  # context would exceed block_size: keep its last half
             start = length - half
@@ -152,10 +176,13 @@ def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache, progress
     was_training = model.training
     model.eval()
     docs: list[np.ndarray] = []
+    amp = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    elem = (amp or next(model.parameters()).dtype).itemsize
+    batch_size = auto_batch_size(model.config, cfg, elem)
     try:
         with torch.inference_mode():
-            for first in range(0, n_docs, cfg.batch_size):
-                n = min(cfg.batch_size, n_docs - first)
+            for first in range(0, n_docs, batch_size):
+                n = min(batch_size, n_docs - first)
                 batch = _to_documents(_decode_batch(model, n, cfg, eot_id, generator, device, use_cache), eot_id)
                 docs.extend(batch)
                 if bar is not None:
@@ -172,6 +199,22 @@ def generate_documents(model: nn.Module, n_docs: int, cfg: SampleConfig, eot_id:
     """Sample n_docs documents (int64 token ids, EOT not included) with a KV cache, batch_size at a
     time. device defaults to the model's; progress shows a tqdm bar counting document tokens."""
     return _generate(model, n_docs, cfg, eot_id, generator, device, use_cache=True, progress=progress)
+
+
+def decode(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int, generator: torch.Generator,
+           device=None, use_cache: bool = True, stop_at_eot: bool = True) -> torch.Tensor:
+    """One batch of n rows as raw ids (n, 1 + steps), prompt [eot_id] first, tokens after EOT kept.
+    use_cache=False is the full-recompute path (nanoGPT's way); stop_at_eot=False decodes exactly
+    max_new_tokens steps whatever is sampled (what scripts/bench.py times)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    generator = _device_generator(generator, device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return _decode_batch(model, n, cfg, eot_id, generator, device, use_cache, stop_at_eot)
+    finally:
+        model.train(was_training)
 
 
 def generate_reference(model: nn.Module, n_docs: int, cfg: SampleConfig, eot_id: int,

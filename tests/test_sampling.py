@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 from models.gpt import GPT, GPTConfig, KVCache
-from models.sampling import SampleConfig, generate_documents, generate_reference, sample_next_token
+from models.sampling import (SampleConfig, auto_batch_size, bytes_per_row, decode, generate_documents,
+                             generate_reference, sample_next_token)
 
 V = 50
 EOT = 0
@@ -204,6 +205,60 @@ def test_row_logits_do_not_depend_on_the_batch_with_cache():
     torch.testing.assert_close(torch.stack(batch)[:, :1], torch.stack(solo), rtol=0, atol=1e-5)
 
 
+# ---- fast sampler vs reference: greedy identity, distribution of sampled tokens ------------------------
+
+def test_decode_fixed_length_greedy_fast_equals_reference():
+    model = varied_gpt(1)
+    cfg = SampleConfig(temperature=0.0, max_new_tokens=30, batch_size=8)
+    fast = decode(model, 8, cfg, 7, gen(0), stop_at_eot=False)
+    slow = decode(model, 8, cfg, 7, gen(0), use_cache=False, stop_at_eot=False)
+    assert fast.shape == (8, 31)  # every row decodes all 30 steps, EOT or not
+    assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_sampled_pairs_follow_the_model_distribution(use_cache):
+    """Chi-square goodness of fit of the first two sampled tokens (a joint over V² cells) against the exact
+    tempered distribution computed from full forwards: p(a, b) = τ(p(a | [EOT])) · τ(p(b | [EOT, a]))."""
+    v, T, n = 5, 0.7, 12_000
+    model = GPT(GPTConfig(vocab_size=v, block_size=8, n_layer=1, n_head=1, n_embd=16), gen(3)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln_" not in name:
+                p.mul_(15.0)  # a clearly non-uniform distribution
+        first = torch.softmax(model(torch.tensor([[EOT]]))[0, -1].double() / T, -1)  # (V,)
+        ctx = torch.stack([torch.full((v,), EOT), torch.arange(v)], 1)  # (V, 2): [EOT, a]
+        second = torch.softmax(model(ctx)[:, -1].double() / T, -1)  # (V, V): row a = p(b | a)
+    expected = (first[:, None] * second).flatten() * n  # (V²,)
+    assert expected.min() > 5 and first.max() > 0.35  # a valid chi-square, on a non-uniform model
+    cfg = SampleConfig(temperature=T, max_new_tokens=2, batch_size=n)
+    ids = decode(model, n, cfg, EOT, gen(4), use_cache=use_cache, stop_at_eot=False)[:, 1:]  # (n, 2)
+    counts = torch.bincount(ids[:, 0] * v + ids[:, 1], minlength=v * v).double()
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 52.6  # 99.9% quantile of chi-square with 24 degrees of freedom
+
+
+def test_auto_batch_size_under_a_memory_cap():
+    mcfg = GPTConfig(vocab_size=65, block_size=512, n_layer=4, n_head=4, n_embd=128)
+    row = bytes_per_row(mcfg, 500)
+    assert row > 2 * 4 * 512 * 128 * 4  # at least the fp32 KV cache of one row (2 MiB here)
+    assert auto_batch_size(mcfg, SampleConfig(batch_size=64)) == 64  # cap 0 = off
+    fits = auto_batch_size(mcfg, SampleConfig(batch_size=10_000, max_batch_memory_mb=256))
+    assert fits * row <= 256 * 2**20 < (fits + 1) * row
+    assert auto_batch_size(mcfg, SampleConfig(batch_size=10, max_batch_memory_mb=256)) == 10  # never above batch_size
+    assert auto_batch_size(mcfg, SampleConfig(batch_size=10, max_batch_memory_mb=1)) == 1  # at least one row
+
+
+def test_memory_cap_splits_into_smaller_batches_same_documents():
+    model = tiny_gpt()
+    capped = SampleConfig(max_new_tokens=12, batch_size=64, max_batch_memory_mb=1)
+    b = auto_batch_size(model.config, capped)
+    assert 1 < b < 64  # about 35 kB per row of this tiny model
+    docs = generate_documents(model, 70, capped, EOT, gen(5))
+    plain = generate_documents(model, 70, SampleConfig(max_new_tokens=12, batch_size=b), EOT, gen(5))
+    assert len(docs) == 70 and all(np.array_equal(x, y) for x, y in zip(docs, plain))
+
+
 # ---- config ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw, option", [
@@ -213,6 +268,7 @@ def test_row_logits_do_not_depend_on_the_batch_with_cache():
     ({"top_p": 1.5}, "sample.top_p"),
     ({"max_new_tokens": 0}, "sample.max_new_tokens"),
     ({"batch_size": 0}, "sample.batch_size"),
+    ({"max_batch_memory_mb": -1}, "sample.max_batch_memory_mb"),
 ])
 def test_config_validation_names_the_option(kw, option):
     with pytest.raises(ValueError, match=option):

@@ -260,7 +260,7 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     t = time.perf_counter()
     amp = autocast_dtype(cfg.train, device)
     rec: dict = {"generation": g, "train/global_step": global_step + steps, "train/final_loss": res["loss"],
-                 "train/tokens_per_s": res["tokens_per_s"], **counts}
+                 "train/tokens_per_s": res["tokens_per_s"], "train/mfu": res.get("mfu"), **counts}
     rec.update(evaluate(model, prep.val_x, prep.val_y, prep.val_chars, device, autocast_dtype=amp))
     rec.pop("nats_sum", None)
     rec.pop("n_tokens", None)

@@ -4,7 +4,8 @@ AdamW (decay on matrices only), linear warmup then cosine decay to `min_lr_ratio
 Batches are random windows of block_size + 1 tokens read from the stream, which lives on the device; window
 offsets come from the caller's torch.Generator, so a run is reproducible from its seed. On CUDA: bf16 autocast,
 TF32 matmuls, fused AdamW and (option) torch.compile. The inner loop never syncs with the host except at log
-steps, where the loss is read. Tested in tests/test_trainer.py.
+steps, where the loss is read. The result includes MFU (model FLOP utilisation: model.flops_per_token() ×
+tokens/s / the device's peak FLOP/s) when the peak is known. Tested in tests/test_trainer.py.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 
 DTYPES = ("auto", "fp32", "bf16")
+# Dense bf16 peak TFLOP/s by a substring of torch.cuda.get_device_name (vendor data sheets, no sparsity).
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "4090": 165.0}
 
 
 @dataclass
@@ -84,6 +87,14 @@ def setup_backend(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def peak_flops(device: torch.device) -> float | None:
+    """The device's peak FLOP/s for MFU: CUDA from PEAK_TFLOPS by device name, else None (unknown)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tf * 1e12 for key, tf in PEAK_TFLOPS.items() if key in name), None)
+
+
 def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
     """Linear warmup over warmup_steps, then cosine from lr to min_lr_ratio·lr at `total` steps."""
     if step < cfg.warmup_steps:
@@ -101,11 +112,13 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
 
 def train(model: torch.nn.Module, ids: np.ndarray, cfg: TrainConfig, generator: torch.Generator,
           device: torch.device, steps: int | None = None, log: Callable[[int, dict], None] | None = None,
-          step_offset: int = 0, progress: bool = False, desc: str = "train") -> dict:
+          step_offset: int = 0, progress: bool = False, desc: str = "train", peak: float | None = None) -> dict:
     """Train `model` (already on `device`) for `steps` (default cfg.steps) on random windows of `ids`.
 
     ids: 1-D token stream (int). log(global_step, {"train/loss": nats/token, "train/lr": lr}) is called every
-    log_every steps and at the last one. Returns {"loss": last logged loss, "steps", "seconds", "tokens_per_s"}.
+    log_every steps and at the last one. Returns {"loss": last logged loss, "steps", "seconds", "tokens_per_s",
+    "mfu"}: mfu = model.flops_per_token() × tokens_per_s / peak, with peak in FLOP/s (default `peak_flops(device)`,
+    known for common GPUs); None when the peak or the model's FLOP count is unknown.
     """
     steps = cfg.steps if steps is None else steps
     block = model.config.block_size
@@ -157,8 +170,11 @@ def train(model: torch.nn.Module, ids: np.ndarray, cfg: TrainConfig, generator: 
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0
-    return {"loss": last, "steps": steps, "seconds": seconds,
-            "tokens_per_s": steps * cfg.batch_size * block / max(seconds, 1e-9)}
+    tokens_per_s = steps * cfg.batch_size * block / max(seconds, 1e-9)
+    peak = peak if peak is not None else peak_flops(device)
+    fpt = getattr(model, "flops_per_token", None)
+    mfu = fpt() * tokens_per_s / peak if (peak and fpt is not None) else None
+    return {"loss": last, "steps": steps, "seconds": seconds, "tokens_per_s": tokens_per_s, "mfu": mfu}
 
 
 def _bar(total: int, desc: str):

@@ -1,0 +1,349 @@
+"""Benchmark: our sampler and trainer against what users would use instead, on one model, in one run.
+
+    python scripts/bench.py [--quick] [--device cpu|cuda] [--json PATH] [--peak-tflops F] [--mem-cap-mb M]
+
+Same model dimensions for every implementation (vocab 65, a char model):
+- CPU: 4 layers × 128 wide, 4 heads; CUDA: 6 layers × 384, 6 heads. Sampling uses block_size 512 on the CPU
+  (so 500 new tokens fit without a context cut) and 256 on CUDA (255 new tokens); training uses windows of
+  64 tokens × batch 12 on the CPU, 256 × 64 on CUDA (block_size = the window; only the position table differs).
+- sampling, tokens/s = rows × new tokens / seconds, every row decoding exactly the same number of tokens:
+  `ours` = models.sampling.decode (KV cache) with stop_at_eot=False; `nocache` = the same model recomputing
+  the whole context every step (decode(use_cache=False), nanoGPT's way); `hf` = transformers
+  GPT2LMHeadModel with identical n_layer, n_head, n_embd, n_positions, vocab (dropout 0) and
+  generate(do_sample=True, use_cache=True, top_k=0, max_new_tokens=N, min_new_tokens=N, no EOS), i.e. pure
+  temperature-1 sampling. Batches 1, 64 and the largest whose KV cache fits --mem-cap-mb
+  (models.sampling.auto_batch_size). On CUDA all run under bf16 autocast (logits in fp32).
+- training, tokens/s and MFU: `ours` = training.trainer.train (fp32 on the CPU; bf16 autocast, fused AdamW,
+  TF32, torch.compile on CUDA); `hf` = the same GPT2LMHeadModel in a plain loop (forward, cross-entropy,
+  backward, grad-norm clip 1.0, AdamW; bf16 autocast and fused AdamW on CUDA). Each is timed after a warm-up.
+  MFU = model.flops_per_token() (6N + 12·L·C·T, the same formula for both) × tokens/s / peak FLOP/s; the peak
+  is --peak-tflops, else on CUDA a table by device name (H100/H200 bf16 dense 989 TFLOP/s), else on the CPU a
+  measured fp32 matmul rate (1024² matmuls on the torch threads in use).
+- peak memory: CUDA torch.cuda.max_memory_allocated (reset before each row); CPU the peak resident set size
+  (RSS, /proc/self/statm polled every 2 ms by a thread; psutil is not needed) above the RSS before the row:
+  memory the process had to add for that row. 0 means the row fit in memory the process already held (the
+  allocator reuses freed pages), so CPU figures are lower bounds; CUDA figures are exact.
+- generation_seconds: one generation of a preset run through training.loop (data / train / eval / sample /
+  measure, from its metrics.jsonl `time/*_s`): `default` (with train.steps steps, not generation 0's longer
+  first_steps) and a Shakespeare-sized run on ../shared/corpora/tinyshakespeare.txt if present (on the CPU with
+  the README's CPU overrides: 2 layers × 128 (4 heads), 200 steps, 100k tokens per generation). --quick runs the `debug`
+  preset only, and shrinks every measurement, so the whole script takes ~30 s on a CPU.
+
+Writes JSON to --json (keys: device, model, sample, train, generation_seconds, peak_flops) and prints a
+Markdown table last. Tested (the --quick mode) by tests/test_bench.py.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+
+from models.gpt import GPT, GPTConfig  # noqa: E402
+from models.sampling import SampleConfig, auto_batch_size, decode  # noqa: E402
+from training.trainer import PEAK_TFLOPS, TrainConfig, train  # noqa: E402
+
+VOCAB = 65
+SHAKESPEARE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "corpora",
+                           "tinyshakespeare.txt")
+
+
+# ---- measurement helpers -----------------------------------------------------------------------------
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device, out: dict):
+    """Sets out["peak_mem_bytes"]: CUDA max_memory_allocated, CPU peak RSS above the start (None if unknown)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield
+        torch.cuda.synchronize(device)
+        out["peak_mem_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        return
+    if not os.path.exists("/proc/self/statm"):
+        yield
+        out["peak_mem_bytes"] = None
+        return
+    base, peak, stop = _rss(), [0], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.002)
+
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        th.join()
+        out["peak_mem_bytes"] = max(0, max(peak[0], _rss()) - base)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_flops(device: torch.device, given_tflops: float | None) -> tuple[float | None, str]:
+    if given_tflops:
+        return given_tflops * 1e12, "--peak-tflops"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tf in PEAK_TFLOPS.items():
+            if key in name:
+                return tf * 1e12, f"table: {name} bf16 dense"
+        return None, f"unknown GPU {name}; pass --peak-tflops"
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    reps, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 0.5:
+        a @ b
+        reps += 1
+    return 2 * n ** 3 * reps / (time.perf_counter() - t), f"measured fp32 matmul, {torch.get_num_threads()} threads"
+
+
+# ---- models ------------------------------------------------------------------------------------------
+
+def ours(dims: dict, block: int, device) -> GPT:
+    cfg = GPTConfig(vocab_size=VOCAB, block_size=block, n_layer=dims["n_layer"], n_head=dims["n_head"],
+                    n_embd=dims["n_embd"])
+    return GPT(cfg, torch.Generator().manual_seed(0)).to(device)
+
+
+def hf(dims: dict, block: int, device):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=block, n_layer=dims["n_layer"], n_head=dims["n_head"],
+                     n_embd=dims["n_embd"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                     bos_token_id=0, eos_token_id=None, pad_token_id=0)
+    torch.manual_seed(0)  # HF initialises from the global RNG
+    return GPT2LMHeadModel(cfg).to(device)
+
+
+def amp_ctx(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+# ---- sampling ----------------------------------------------------------------------------------------
+
+def bench_sample(impl: str, model, batch: int, new: int, device) -> dict:
+    row = {"impl": impl, "batch": batch, "new_tokens": new}
+    with peak_memory(device, row), amp_ctx(device), torch.inference_mode():
+        sync(device)
+        t = time.perf_counter()
+        if impl == "hf":
+            x = torch.zeros(batch, 1, dtype=torch.long, device=device)
+            out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, use_cache=True, top_k=0,
+                                 top_p=1.0, temperature=1.0, max_new_tokens=new, min_new_tokens=new)
+        else:
+            cfg = SampleConfig(temperature=1.0, max_new_tokens=new, batch_size=batch)
+            out = decode(model, batch, cfg, 0, torch.Generator().manual_seed(0), device=device,
+                         use_cache=impl == "ours", stop_at_eot=False)
+        sync(device)
+        seconds = time.perf_counter() - t
+    if out.shape != (batch, 1 + new):
+        raise RuntimeError(f"{impl} decoded {tuple(out.shape)}, expected {(batch, 1 + new)}")
+    row.update(seconds=seconds, tokens_per_s=batch * new / seconds)
+    return row
+
+
+# ---- training ----------------------------------------------------------------------------------------
+
+def bench_train_ours(dims, block, batch, steps, device, peak) -> dict:
+    model = ours(dims, block, device)
+    ids = np.random.default_rng(0).integers(0, VOCAB, 200_000)
+    cfg = TrainConfig(steps=steps, batch_size=batch, warmup_steps=1, log_every=steps,
+                      device=device.type, compile="auto")
+    train(model, ids, cfg, torch.Generator().manual_seed(0), device, steps=max(2, steps // 5))  # warm-up
+    row = {"impl": "ours", "batch": batch, "block": block}
+    with peak_memory(device, row):
+        res = train(model, ids, cfg, torch.Generator().manual_seed(1), device, peak=peak)
+    row["tokens_per_s"], row["mfu"] = res["tokens_per_s"], res["mfu"]  # MFU as the trainer reports it
+    return row
+
+
+def bench_train_hf(dims, block, batch, steps, device, peak, flops_per_token) -> dict:
+    model = hf(dims, block, device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=device.type == "cuda")
+    data = torch.randint(0, VOCAB, (200_000,), generator=torch.Generator().manual_seed(0)).to(device)
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def step():
+        off = torch.randint(0, len(data) - block - 1, (batch,), device=device, generator=g)
+        chunk = data[off[:, None] + torch.arange(block + 1, device=device)]
+        with amp_ctx(device):
+            logits = model(chunk[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().view(-1, VOCAB), chunk[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(max(2, steps // 5)):  # warm-up
+        step()
+    row = {"impl": "hf", "batch": batch, "block": block}
+    with peak_memory(device, row):
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        seconds = time.perf_counter() - t
+    row["tokens_per_s"] = steps * batch * block / seconds
+    row["mfu"] = flops_per_token * row["tokens_per_s"] / peak if peak else None
+    return row
+
+
+# ---- one generation of a preset ----------------------------------------------------------------------
+
+def generation_seconds(name: str, device: torch.device, quick: bool) -> dict | None:
+    from training import presets
+    from training.loop import prepare, run_loop
+
+    cfg = presets.get("debug" if name == "debug" else name)
+    cfg.loop.generations, cfg.loop.progress = 1, False
+    cfg.train.device = device.type
+    if name == "debug":
+        cfg.loop.first_steps, cfg.train.steps, cfg.mix.tokens_per_generation = 20, 20, 4_000
+    else:
+        cfg.loop.first_steps = cfg.train.steps  # an ordinary generation, not generation 0's long first run
+    if name == "shakespeare":
+        if not os.path.exists(SHAKESPEARE):
+            return None
+        cfg.corpus.path = SHAKESPEARE
+        if device.type == "cpu":  # the README's CPU overrides
+            cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, cfg.train.steps = 2, 4, 128, 200
+            cfg.loop.first_steps, cfg.mix.tokens_per_generation = 200, 100_000
+            cfg.loop.eval_tokens, cfg.loop.measure_chars, cfg.sample.max_new_tokens = 20_000, 20_000, 256
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.corpus.cache_dir = os.path.join(tmp, "cache")
+        t = time.perf_counter()
+        prep = prepare(cfg)
+        t_prep = time.perf_counter() - t
+        run_loop(prep, os.path.join(tmp, "run"))
+        with open(os.path.join(tmp, "run", "metrics.jsonl")) as f:
+            rec = json.loads(f.readline())
+    out = {"prepare": t_prep}
+    out.update({k[len("time/"):-2]: v for k, v in rec.items() if k.startswith("time/")})
+    out["total"] = sum(out.values())
+    return out
+
+
+# ---- main ----------------------------------------------------------------------------------------------
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: the whole run in ~30 s on a CPU (tests)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", default="", help="write the results here")
+    ap.add_argument("--peak-tflops", type=float, default=0.0, help="peak FLOP/s for MFU, in TFLOP/s (0 = auto)")
+    ap.add_argument("--mem-cap-mb", type=int, default=0,
+                    help="memory cap for the largest sampling batch, MiB (0 = 1024 on the CPU, 60%% of free on CUDA)")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench.py: --device cuda but CUDA is not available")
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dims = dict(n_layer=6, n_head=6, n_embd=384) if cuda else dict(n_layer=4, n_head=4, n_embd=128)
+    s_block, t_block, t_batch = (256, 256, 64) if cuda else (512, 64, 12)
+    new, t_steps = min(500, s_block - 1), (100 if cuda else 40)
+    if args.quick:
+        dims = dict(n_layer=2, n_head=2, n_embd=64)
+        s_block, new, t_steps = 64, 48, 10
+    cap = args.mem_cap_mb or (int(0.6 * torch.cuda.mem_get_info(device)[0] / 2**20) if cuda else 1024)
+    if args.quick:
+        cap = min(cap, 16)
+    peak, peak_src = peak_flops(device, args.peak_tflops)
+
+    m_ours, m_hf = ours(dims, s_block, device), hf(dims, s_block, device).eval()
+    big = auto_batch_size(m_ours.config, SampleConfig(max_new_tokens=new, batch_size=65_536, max_batch_memory_mb=cap),
+                          2 if cuda else 4)
+    batches = sorted({1, 64 if not args.quick else 8, big})
+    sample = []
+    for b in batches:
+        for impl, model in (("ours", m_ours), ("nocache", m_ours), ("hf", m_hf)):
+            if impl == "nocache" and b > 64 and not cuda and not args.quick:
+                continue  # full recompute at hundreds of rows takes minutes on a CPU; the ratio is seen at 64
+            if impl == "ours":
+                bench_sample(impl, model, min(b, 4), min(new, 8), device)  # warm-up (allocator, kernels)
+            sample.append(bench_sample(impl, model, b, new, device))
+            print(f"sample {impl:8s} batch {b:5d}: {sample[-1]['tokens_per_s']:10.0f} tok/s", file=sys.stderr)
+    del m_ours, m_hf
+    t_ours = bench_train_ours(dims, t_block, t_batch, t_steps, device, peak)
+    t_hf = bench_train_hf(dims, t_block, t_batch, t_steps, device, peak, ours(dims, t_block, "cpu").flops_per_token())
+    print(f"train ours {t_ours['tokens_per_s']:.0f} tok/s, hf {t_hf['tokens_per_s']:.0f} tok/s", file=sys.stderr)
+    gens = {}
+    for name in (("debug",) if args.quick else ("default", "shakespeare")):
+        res = generation_seconds(name, device, args.quick)
+        if res is not None:
+            gens[name] = res
+    m = ours(dims, s_block, "cpu")
+    result = {
+        "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)",
+        "model": {**dims, "vocab_size": VOCAB, "sample_block_size": s_block, "train_block_size": t_block,
+                  "params": m.num_params(), "new_tokens": new, "train_batch": t_batch},
+        "peak_flops": peak, "peak_flops_source": peak_src, "mem_cap_mb": cap, "quick": args.quick,
+        "sample": sample, "train": [t_ours, t_hf], "generation_seconds": gens,
+        "versions": {"torch": torch.__version__, "transformers": _hf_version()},
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    print(markdown(result))
+    return result
+
+
+def _hf_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def markdown(r: dict) -> str:
+    def mib(x):
+        return "n/a" if x is None else f"{x / 2**20:.0f}"
+
+    lines = [f"device: {r['device']}; model: {r['model']}; peak {r['peak_flops'] or 0:.3g} FLOP/s "
+             f"({r['peak_flops_source']})", "",
+             "| sampling | batch | tokens/s | × nocache | × hf | peak MiB |", "|---|---:|---:|---:|---:|---:|"]
+    by = {(s["impl"], s["batch"]): s["tokens_per_s"] for s in r["sample"]}
+    for s in r["sample"]:
+        nc, h = by.get(("nocache", s["batch"])), by.get(("hf", s["batch"]))
+        ratio = [f"{s['tokens_per_s'] / x:.2f}" if x else "–" for x in (nc, h)]
+        lines.append(f"| {s['impl']} | {s['batch']} | {s['tokens_per_s']:.0f} | {ratio[0]} | {ratio[1]} | "
+                     f"{mib(s['peak_mem_bytes'])} |")
+    lines += ["", "| training | tokens/s | MFU | peak MiB |", "|---|---:|---:|---:|"]
+    for t in r["train"]:
+        mfu = "n/a" if t["mfu"] is None else f"{100 * t['mfu']:.1f}%"
+        lines.append(f"| {t['impl']} | {t['tokens_per_s']:.0f} | {mfu} | {mib(t['peak_mem_bytes'])} |")
+    if r["generation_seconds"]:
+        stages = list(next(iter(r["generation_seconds"].values())))
+        lines += ["", "| one generation (s) | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
+        for name, secs in r["generation_seconds"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{secs.get(k, 0):.1f}" for k in stages) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
