@@ -157,7 +157,6 @@ class SyntheticLanguage:
             self._pi = pi / pi.sum()
         return self._pi
 
-    word_probs = stationary_word_distribution
 
     def stationary_zipf_exponent(self) -> float:
         """Zipf exponent of the stationary law: minus the log-log slope of prob vs rank, top 1000 ranks."""

@@ -162,17 +162,13 @@ def _decode_batch(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int,
     return tokens[:, :length]
 
 
-def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache, progress=False):
+def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache):
     if n_docs < 0:
         raise ValueError(f"number of documents must be >= 0, got {n_docs}")
     if not 0 <= eot_id < model.config.vocab_size:
         raise ValueError(f"eot_id {eot_id} is outside the vocabulary of size {model.config.vocab_size}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     generator = _device_generator(generator, device)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(unit="tok", desc="sampling")
     was_training = model.training
     model.eval()
     docs: list[np.ndarray] = []
@@ -185,20 +181,16 @@ def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache, progress
                 n = min(batch_size, n_docs - first)
                 batch = _to_documents(_decode_batch(model, n, cfg, eot_id, generator, device, use_cache), eot_id)
                 docs.extend(batch)
-                if bar is not None:
-                    bar.update(sum(len(d) for d in batch))
     finally:
         model.train(was_training)
-        if bar is not None:
-            bar.close()
     return docs
 
 
 def generate_documents(model: nn.Module, n_docs: int, cfg: SampleConfig, eot_id: int,
-                       generator: torch.Generator, device=None, progress: bool = False) -> list[np.ndarray]:
+                       generator: torch.Generator, device=None) -> list[np.ndarray]:
     """Sample n_docs documents (int64 token ids, EOT not included) with a KV cache, batch_size at a
-    time. device defaults to the model's; progress shows a tqdm bar counting document tokens."""
-    return _generate(model, n_docs, cfg, eot_id, generator, device, use_cache=True, progress=progress)
+    time. device defaults to the model's."""
+    return _generate(model, n_docs, cfg, eot_id, generator, device, use_cache=True)
 
 
 def decode(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int, generator: torch.Generator,

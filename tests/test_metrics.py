@@ -34,7 +34,7 @@ def test_distinct_n_by_hand():
     assert d[4] == pytest.approx(1 / 2)  # abab per doc
     # n-grams never cross documents: "x" | "y" has no bigram
     assert M.distinct_ns([["x"], ["y"]], 2)[2] == 0.0
-    assert M.distinct_n([["x", "y"], ["y", "x"]], 2) == 1.0
+    assert M.distinct_ns([["x", "y"], ["y", "x"]], 2)[2] == 1.0
     assert M.distinct_ns([], 4) == {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from data.synthetic import SyntheticConfig, SyntheticLanguage
 from data.tokenizer import CharTokenizer
 from training.evaluate import eval_windows, evaluate, score_documents
+from training.measure import excess_bpc
 
 CPU = torch.device("cpu")
 
@@ -95,11 +96,6 @@ def truth(lang, tok):
     return TruthModel(lang, tok, block_size=2048)
 
 
-def _excess_bpc(nats: np.ndarray, true_nats: np.ndarray, docs: list[str]) -> float:
-    """As training/loop.py: (Σ model nats − Σ true nats) / (ln 2 · Σ (len + 1)), bits per character."""
-    return float((nats.sum() - true_nats.sum()) / (math.log(2) * sum(len(d) + 1 for d in docs)))
-
-
 def test_next_char_product_equals_document_probability(lang, tok):
     docs = lang.sample_documents(300, np.random.default_rng(3))
     worst = 0.0
@@ -167,10 +163,10 @@ def test_truth_model_has_zero_excess_bpc_and_a_wrong_model_does_not(lang, tok, t
     ids = [tok.encode(d) for d in docs]
     nats = score_documents(truth, ids, tok.eot_id, device=CPU)
     np.testing.assert_allclose(nats, true_nats, rtol=1e-6)
-    excess = _excess_bpc(nats, true_nats, docs)
+    excess, _ = excess_bpc(truth, ids, true_nats, tok, CPU)  # what the loop records as truth/excess_bpc
     assert abs(excess) < 1e-6
     wrong = TruthModel(lang, tok, block_size=truth.config.block_size, mix=0.5)
-    wrong_excess = _excess_bpc(score_documents(wrong, ids, tok.eot_id, device=CPU), true_nats, docs)
+    wrong_excess, _ = excess_bpc(wrong, ids, true_nats, tok, CPU)
     assert wrong_excess > 0.1  # mixing in uniform costs well above 0.1 bit/char here (≈ 0.82 measured)
 
 

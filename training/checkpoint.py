@@ -33,7 +33,7 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=jsonable) + "\n")
 
 
 def read_json(path: str):
@@ -82,7 +82,8 @@ def fresh_gen_dir(run_dir: str, g: int) -> str:
     return d
 
 
-def _jsonable(x):
+def jsonable(x):
+    """json.dumps fallback for numpy scalars."""
     if isinstance(x, (np.integer,)):
         return int(x)
     if isinstance(x, (np.floating,)):

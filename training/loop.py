@@ -31,8 +31,8 @@ from models.gpt import GPT, GPTConfig
 from models.sampling import SampleConfig, generate_documents
 from training import checkpoint as ck
 from training.config import diff, flatten, to_dict
-from training.evaluate import eval_windows, evaluate, score_documents
-from training.measure import bpc_of, budget_ids, zipf_figure
+from training.evaluate import eval_windows, evaluate
+from training.measure import bpc_of, budget_ids, excess_bpc, zipf_figure
 from training.metrics import RealStats, sample_metrics
 from training.runinfo import environment
 from training.tb import RunLogger, read_metrics, write_metrics
@@ -265,10 +265,8 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     rec.pop("nats_sum", None)
     rec.pop("n_tokens", None)
     if prep.truth_docs is not None:
-        nats = score_documents(model, prep.truth_docs, tok.eot_id, device)
-        chars = sum(len(d) + 1 for d in prep.truth_docs)
-        rec["truth/excess_bpc"] = float((nats.sum() - prep.truth_nats.sum()) / (math.log(2) * chars))
-        rec["truth/model_bpc"] = float(nats.sum() / (math.log(2) * chars))
+        rec["truth/excess_bpc"], rec["truth/model_bpc"] = excess_bpc(model, prep.truth_docs, prep.truth_nats, tok,
+                                                                     device)
     times["time/eval_s"] = time.perf_counter() - t
     # --- sample: enough for the next generation's synthetic share and for the measures --------------------
     t = time.perf_counter()

@@ -1,5 +1,6 @@
 """Per-generation measures of the samples that need a model or a picture, on top of training/metrics.py.
 
+- `truth/excess_bpc`: the model's bits/char minus the true bits/char of the same fixed true text.
 - `samples/ref_bpc`: bits per character of the generation-0 model on this generation's measured samples
   (Shumailov et al.'s measure: how surprising the new text is to the original model), with its per-document
   histogram in TensorBoard; `samples/self_bpc`: the same under the current model.
@@ -37,6 +38,16 @@ def bpc_of(model, docs_ids: list[np.ndarray], ended: list[bool], tok, device, au
     nats = score_documents(model, docs_ids, tok.eot_id, device, autocast_dtype=autocast_dtype, ended=ended)
     chars = np.array([tok.char_count(d) + int(e) for d, e in zip(docs_ids, ended)], dtype=np.float64)
     return float(nats.sum() / (math.log(2) * chars.sum())), nats / (math.log(2) * chars)
+
+
+def excess_bpc(model, docs_ids: list[np.ndarray], true_nats: np.ndarray, tok, device, autocast_dtype=None):
+    """(excess bits/char, model bits/char) on fixed true documents: (Σ model nats − Σ true nats) / (ln 2 · chars),
+    the KL rate from the truth, measured on the same text so the text's own randomness cancels. Each document
+    is scored with its EOT, which counts as one character."""
+    nats = score_documents(model, docs_ids, tok.eot_id, device, autocast_dtype=autocast_dtype)
+    chars = sum(tok.char_count(d) + 1 for d in docs_ids)
+    return (float((nats.sum() - np.sum(true_nats)) / (math.log(2) * chars)),
+            float(nats.sum() / (math.log(2) * chars)))
 
 
 def zipf_figure(docs: list[str], n_chars: int, real_counts: Counter, title: str, top: int = 1000):

@@ -82,11 +82,6 @@ def distinct_ns(doc_words: list[list[str]], max_n: int = 4) -> dict[int, float]:
     return out
 
 
-def distinct_n(doc_words: list[list[str]], n: int) -> float:
-    """distinct-n: unique word n-grams / total word n-grams within documents (ratio); 0 if none."""
-    return distinct_ns(doc_words, n)[n]
-
-
 def entropy_bits(counts: Iterable[int]) -> float:
     """Entropy in bits of the empirical distribution given by `counts`; 0 for an empty one."""
     c = np.fromiter(counts, dtype=np.float64)

@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from training import checkpoint as ck
-from training.sweep import SHORT
+from training.sweep import SHORT, load_grid, log_path
 from training.tb import read_metrics
 
 MAIN = ["val/entropy", "val/bpc", "samples/distinct_2", "samples/word_entropy", "truth/excess_bpc", "samples/ref_bpc"]
@@ -32,8 +32,6 @@ MARKERS = {"collapse": "v", "heat death": "^", "drift": "D", "stable": "o", "und
 
 def load_points(sweep_dir: str):
     """(grid, rows): rows hold the point, its status, error, records and verdict."""
-    from training.sweep import load_grid, log_path
-
     grid = load_grid(os.path.join(sweep_dir, "sweep.yaml"))
     rows = []
     for p in grid.points:

@@ -11,7 +11,7 @@ import json
 import math
 import os
 
-from training.checkpoint import write_text
+from training.checkpoint import jsonable, write_text
 
 
 class RunLogger:
@@ -64,8 +64,4 @@ def read_metrics(path: str) -> list[dict]:
 
 def write_metrics(path: str, records: list[dict]) -> None:
     """Rewrite metrics.jsonl atomically (one JSON object per finished generation)."""
-    write_text(path, "".join(json.dumps(r, default=_num) + "\n" for r in records))
-
-
-def _num(x):
-    return float(x)
+    write_text(path, "".join(json.dumps(r, default=jsonable) + "\n" for r in records))

@@ -52,7 +52,6 @@ ENTROPY, BPC = "val/entropy", "val/bpc"
 DIVERSITY = ("samples/word_entropy", "samples/distinct_2")
 NOVEL = "samples/novel_word_rate"
 INDICATORS = (ENTROPY, BPC, *DIVERSITY, NOVEL)
-VERDICTS = ("collapse", "heat death", "drift", "stable", "undetermined")
 RULE = ("beyond noise: |slope| > 2·max(se, 1%·scale)/gen and |last−first| > 5%·scale; collapse: val/entropy "
         "and sample diversity fall; heat death: val/entropy rises with novel words or toward log2(V); drift: "
         "val/bpc rises otherwise; stable: nothing beyond noise")
