@@ -65,9 +65,9 @@ def default_run_dir(preset: str, cfg) -> str:
 
 
 def cmd_run(argv: list[str]) -> int:
-    from training import presets
+    from training import distributed, presets
     from training.config import apply_overrides, help_lines
-    from training.loop import check_resume, prepare, run_loop
+    from training.loop import prepare
 
     flags, overrides = parse_args(argv)
     cfg = presets.get(flags["preset"])
@@ -79,21 +79,34 @@ def cmd_run(argv: list[str]) -> int:
     if flags["overwrite"] and os.path.isdir(run_dir) and os.listdir(run_dir) \
             and not os.path.exists(os.path.join(run_dir, "config.json")):
         raise UsageError(f"--overwrite refuses to delete {run_dir}: it is not a closedloop run directory")
-    prep = prepare(cfg, None if flags["overwrite"] else run_dir)  # every input check happens here, before writes
-    if not flags["overwrite"]:
+    try:
+        prep = prepare(cfg, None if flags["overwrite"] else run_dir)  # every input check, before any write
+        return _run_prepared(prep, cfg, run_dir, flags["overwrite"], argv, distributed.is_main())
+    finally:
+        distributed.shutdown()
+
+
+def _run_prepared(prep, cfg, run_dir: str, overwrite: bool, argv: list[str], main: bool) -> int:
+    """The run after its inputs were checked; under torchrun only rank 0 (main) prints and deletes."""
+    from training import distributed
+    from training.loop import check_resume, run_loop
+
+    say = (lambda line: print(line, file=sys.stderr)) if main else (lambda line: None)
+    if not overwrite:
         done = check_resume(prep, run_dir)
         if done >= cfg.loop.generations:
-            print(f"{run_dir}: all {cfg.loop.generations} generations are done (raise --loop.generations to extend)",
-                  file=sys.stderr)
+            say(f"{run_dir}: all {cfg.loop.generations} generations are done (raise --loop.generations to extend)")
         elif done:
-            print(f"{run_dir}: resuming after generation {done - 1}", file=sys.stderr)
-    elif os.path.isdir(run_dir):
+            say(f"{run_dir}: resuming after generation {done - 1}")
+    elif os.path.isdir(run_dir) and main:
         shutil.rmtree(run_dir)
-    print(f"run directory: {run_dir}   (tensorboard --logdir {os.path.dirname(run_dir) or '.'})", file=sys.stderr)
+    distributed.barrier()  # no rank looks at run_dir before rank 0 has deleted it
+    say(f"run directory: {run_dir}   (tensorboard --logdir {os.path.dirname(run_dir) or '.'})"
+        + (f"   [{distributed.world_size()} processes]" if distributed.world_size() > 1 else ""))
     summary = run_loop(prep, run_dir, argv=["run", *argv])
     final = summary.get("final", {})
-    print(f"done: {summary['generations']} generations; final val/bpc {final.get('val/bpc')}, "
-          f"val/entropy {final.get('val/entropy')} bits -> {os.path.join(run_dir, 'summary.json')}", file=sys.stderr)
+    say(f"done: {summary['generations']} generations; final val/bpc {final.get('val/bpc')}, "
+        f"val/entropy {final.get('val/entropy')} bits -> {os.path.join(run_dir, 'summary.json')}")
     return 0
 
 

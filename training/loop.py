@@ -30,6 +30,7 @@ from data.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer
 from models.gpt import GPT, GPTConfig
 from models.sampling import SampleConfig, generate_documents
 from training import checkpoint as ck
+from training import distributed
 from training.config import diff, flatten, to_dict
 from training.evaluate import eval_windows, evaluate
 from training.measure import bpc_of, budget_ids, excess_bpc, zipf_figure
@@ -98,8 +99,10 @@ class Prepared:
     device: torch.device
 
 
-def generator(seed: int, g: int, purpose: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, g, purpose]).generate_state(2, dtype=np.uint32)
+def generator(seed: int, g: int, purpose: int, index: int | None = None) -> torch.Generator:
+    """The CPU generator of one purpose at generation g (and of item `index`, e.g. a sampling batch)."""
+    key = [seed, g, purpose] if index is None else [seed, g, purpose, index]
+    state = np.random.SeedSequence(key).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
@@ -109,7 +112,8 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     A finite corpus is tokenized once into the token cache (`corpus.cache_dir`, memory-mapped; data/tokencache.py);
     the word statistics of the real corpus use its first `corpus.stats_chars` characters of train and of val.
     """
-    device = resolve_device(cfg.train.device)
+    device = distributed.init(resolve_device(cfg.train.device))  # under torchrun: join the group, cuda:LOCAL_RANK
+    distributed.check_batch(cfg.train.batch_size)
     corpus = load_corpus(cfg.corpus)
     tok_path = os.path.join(run_dir, "tokenizer.json") if run_dir else None
     if tok_path and os.path.exists(tok_path) and ck.completed_generations(run_dir) > 0:
@@ -126,7 +130,8 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     if corpus.infinite:
         train_ids, val_ids = None, tok.encode_docs(corpus.val_docs)
     else:
-        train_ids, val_ids = token_arrays(corpus, tok, cfg.corpus.resolved_cache_dir, progress=cfg.loop.progress)
+        train_ids, val_ids = token_arrays(corpus, tok, cfg.corpus.resolved_cache_dir,
+                                         progress=cfg.loop.progress and distributed.is_main())
     if len(val_ids) < block + 1:
         raise ValueError(f"the real val split has {len(val_ids)} tokens, fewer than one window of model.block_size+1={block + 1}; "
                          "use a larger corpus, a larger --corpus.val_fraction or a smaller --model.block_size")
@@ -191,35 +196,45 @@ def flatten_json(d: dict, prefix: str = "") -> dict:
 
 
 def run_loop(prep: Prepared, run_dir: str, argv: list[str] | None = None) -> dict:
-    """Run (or resume) the closed loop in run_dir; returns the summary written to summary.json."""
+    """Run (or resume) the closed loop in run_dir; returns the summary written to summary.json.
+
+    Under torchrun only rank 0 writes; every rank returns the summary's generation count only when not rank 0."""
     cfg, tok = prep.cfg, prep.tokenizer
+    main = distributed.is_main()
     start = check_resume(prep, run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    ck.write_json(os.path.join(run_dir, "config.json"), resolved_config(prep))
-    ck.write_json(os.path.join(run_dir, "env.json"), environment(prep.device, argv))
-    if start == 0:
-        tok.save(os.path.join(run_dir, "tokenizer.json"))
-    setup_backend(cfg.train, prep.device)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     records = [r for r in read_metrics(metrics_path) if r["generation"] < start]
-    write_metrics(metrics_path, records)  # drop the record of a generation that did not reach DONE
     global_step = records[-1]["train/global_step"] if records else 0
-    log = RunLogger(run_dir, purge_step=global_step + 1 if start > 0 else None)
+    distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
+    if main:
+        os.makedirs(run_dir, exist_ok=True)
+        ck.write_json(os.path.join(run_dir, "config.json"), resolved_config(prep))
+        ck.write_json(os.path.join(run_dir, "env.json"),
+                      {**environment(prep.device, argv), "world_size": distributed.world_size()})
+        if start == 0:
+            tok.save(os.path.join(run_dir, "tokenizer.json"))
+        write_metrics(metrics_path, records)  # drop the record of a generation that did not reach DONE
+    setup_backend(cfg.train, prep.device)
+    log = RunLogger(run_dir if main else None, purge_step=global_step + 1 if start > 0 else None)
     t_run = time.perf_counter()
     try:
         for g in range(start, cfg.loop.generations):
             rec = run_generation(prep, run_dir, g, global_step, log)
             global_step = rec["train/global_step"]
-            v = verdict_so_far([*records, rec], uniform_bits=math.log2(tok.vocab_size))
-            rec["verdict"] = v["verdict"]
-            log.text("verdict", f"generation {g}: **{v['verdict']}** ({v['reason']})", g)
-            records.append(rec)
-            write_metrics(metrics_path, records)
-            log.flush()
-            ck.mark_done(run_dir, g)  # last: a generation without DONE is redone whole
-            _say(generation_line(rec, time.perf_counter() - t_run))
+            if main:
+                v = verdict_so_far([*records, rec], uniform_bits=math.log2(tok.vocab_size))
+                rec["verdict"] = v["verdict"]
+                log.text("verdict", f"generation {g}: **{v['verdict']}** ({v['reason']})", g)
+                records.append(rec)
+                write_metrics(metrics_path, records)
+                log.flush()
+                ck.mark_done(run_dir, g)  # last: a generation without DONE is redone whole
+                _say(generation_line(rec, time.perf_counter() - t_run))
+            distributed.barrier()  # the next generation reads this one's ids.npy and model.pt
     finally:
         log.close()
+    if not main:
+        return {"generations": cfg.loop.generations - start}
     summary = summarize(records, cfg)
     summary["verdict"] = verdict_so_far(records, uniform_bits=math.log2(tok.vocab_size)) if records else None
     ck.write_json(os.path.join(run_dir, "summary.json"), summary)
@@ -228,7 +243,8 @@ def run_loop(prep: Prepared, run_dir: str, argv: list[str] | None = None) -> dic
 
 def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: RunLogger) -> dict:
     cfg, tok, device = prep.cfg, prep.tokenizer, prep.device
-    gdir = ck.fresh_gen_dir(run_dir, g)
+    main = distributed.is_main()
+    gdir = ck.fresh_gen_dir(run_dir, g) if main else ck.gen_dir(run_dir, g)
     times = {}
     # --- data: exact shares; synthetic tokens are the ids model k−1 sampled, never re-encoded ------------
     t = time.perf_counter()
@@ -250,29 +266,34 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     steps = cfg.loop.first_steps if (g == 0 and cfg.loop.first_steps) else cfg.train.steps
     # Dropout draws from torch's global generator: seed it per generation so runs (and resumes) reproduce.
     torch.manual_seed(int(generator(cfg.seed, g, _DROPOUT).initial_seed()))
-    res = train(model, ids, cfg.train, generator(cfg.seed, g, _TRAIN), device, steps=steps,
-                log=log.scalars, step_offset=global_step, progress=cfg.loop.progress, desc=f"gen {g} train")
+    res = train(model, ids, cfg.train, generator(cfg.seed, g, _TRAIN), device, steps=steps, log=log.scalars,
+                step_offset=global_step, progress=cfg.loop.progress and main, desc=f"gen {g} train")
     times["time/train_s"] = res["seconds"]
     if not math.isfinite(res["loss"]):
         raise ValueError(f"training diverged at generation {g} (train loss {res['loss']}); lower --train.lr or "
                          "raise --train.warmup_steps, then run the same command to redo this generation")
-    # --- model on real text ---------------------------------------------------------------------------------
+    # --- model on real text (rank 0) ------------------------------------------------------------------------
     t = time.perf_counter()
     amp = autocast_dtype(cfg.train, device)
     rec: dict = {"generation": g, "train/global_step": global_step + steps, "train/final_loss": res["loss"],
                  "train/tokens_per_s": res["tokens_per_s"], "train/mfu": res.get("mfu"), **counts}
-    rec.update(evaluate(model, prep.val_x, prep.val_y, prep.val_chars, device, autocast_dtype=amp))
-    rec.pop("nats_sum", None)
-    rec.pop("n_tokens", None)
-    if prep.truth_docs is not None:
-        rec["truth/excess_bpc"], rec["truth/model_bpc"] = excess_bpc(model, prep.truth_docs, prep.truth_nats, tok,
-                                                                     device)
+    if main:
+        rec.update(evaluate(model, prep.val_x, prep.val_y, prep.val_chars, device, autocast_dtype=amp))
+        rec.pop("nats_sum", None)
+        rec.pop("n_tokens", None)
+        if prep.truth_docs is not None:
+            rec["truth/excess_bpc"], rec["truth/model_bpc"] = excess_bpc(model, prep.truth_docs, prep.truth_nats,
+                                                                         tok, device)
     times["time/eval_s"] = time.perf_counter() - t
-    # --- sample: enough for the next generation's synthetic share and for the measures --------------------
+    # --- sample (split over ranks): enough for the next generation's synthetic share and for the measures ---
     t = time.perf_counter()
     need = max(cfg.mix.synthetic_tokens(1), cfg.loop.measure_chars + 1)
-    docs_ids = sample_tokens(model, cfg.sample, tok.eot_id, need, generator(cfg.seed, g, _SAMPLE), device, amp,
-                             cfg.loop.progress, f"gen {g} sample")
+    # bf16 decoding pays on CUDA; on a CPU the casts cost more than the small decode matmuls gain (scripts/bench.py)
+    sample_amp = amp if device.type == "cuda" else None
+    docs_ids = sample_tokens(model, cfg.sample, tok.eot_id, need, lambda i: generator(cfg.seed, g, _SAMPLE, i),
+                             device, sample_amp, cfg.loop.progress and main, f"gen {g} sample")
+    if not main:
+        return rec
     # Exactly the tokens the model emitted, in order: a document cut by sample.max_new_tokens gets no EOT, so the
     # next generation is never taught an end of document the model did not produce.
     ended = [len(d) < cfg.sample.max_new_tokens for d in docs_ids]
@@ -306,11 +327,15 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     return rec
 
 
-def sample_tokens(model, scfg: SampleConfig, eot_id: int, need: int, gen: torch.Generator, device, amp,
+def sample_tokens(model, scfg: SampleConfig, eot_id: int, need: int, batch_generator, device, amp,
                   progress: bool, desc: str) -> list[np.ndarray]:
-    """Sample whole documents, a batch at a time, until their stream holds at least `need` tokens (EOTs the model
-    emitted counted)."""
-    docs, have = [], 0
+    """Sample whole documents, sample.batch_size per batch, until their stream holds at least `need` tokens (EOTs
+    the model emitted counted). Returns the same documents on every rank.
+
+    Batch i draws from its own generator `batch_generator(i)`. Under torchrun rank r decodes batches r, r + W, ...
+    and each round's batches are gathered in order, keeping exactly the batches one process would have kept."""
+    world, rank = distributed.world_size(), distributed.rank()
+    docs, have, first = [], 0, 0
     bar = None
     if progress:
         from tqdm import tqdm
@@ -318,10 +343,16 @@ def sample_tokens(model, scfg: SampleConfig, eot_id: int, need: int, gen: torch.
         bar = tqdm(total=need, desc=desc, unit="tok", leave=False, dynamic_ncols=True, mininterval=0.5)
     while have < need:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            batch = generate_documents(model, scfg.batch_size, scfg, eot_id, gen, device=device)
-        for d in batch:
-            docs.append(np.asarray(d, dtype=np.int32))
-            have += len(d) + int(len(d) < scfg.max_new_tokens)  # tokens it adds to the stream (EOT if emitted)
+            mine = generate_documents(model, scfg.batch_size, scfg, eot_id, batch_generator(first + rank),
+                                      device=device)
+        mine = [np.asarray(d, dtype=np.int32) for d in mine]
+        for batch in distributed.gather_objects(mine):  # batches first .. first + W − 1, in order
+            if have >= need:
+                break  # a later rank's batch of the last round: one process would not have sampled it
+            for d in batch:
+                docs.append(d)
+                have += len(d) + int(len(d) < scfg.max_new_tokens)  # tokens it adds to the stream (EOT if emitted)
+        first += world
         if bar is not None:
             bar.update(min(need, have) - bar.n)
     if bar is not None:
