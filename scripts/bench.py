@@ -13,12 +13,15 @@ Same model dimensions for every implementation (vocab 65, a char model):
   generate(do_sample=True, use_cache=True, top_k=0, max_new_tokens=N, min_new_tokens=N, no EOS), i.e. pure
   temperature-1 sampling. Batches 1, 64 and the largest whose KV cache fits --mem-cap-mb
   (models.sampling.auto_batch_size). On CUDA all run under bf16 autocast (logits in fp32).
-- training, tokens/s and MFU: `ours` = training.trainer.train (fp32 on the CPU; bf16 autocast, fused AdamW,
-  TF32, torch.compile on CUDA); `hf` = the same GPT2LMHeadModel in a plain loop (forward, cross-entropy,
-  backward, grad-norm clip 1.0, AdamW; bf16 autocast and fused AdamW on CUDA). Each is timed after a warm-up.
+- training, tokens/s and MFU, every row with its `dtype` and `compile`: `ours` = training.trainer.train with its
+  defaults (fused AdamW; on CUDA bf16 autocast, TF32, torch.compile; fp32 eager on a CPU), then on a CPU the
+  options that pay there: compiled fp32, and where the CPU multiplies bf16 natively (AVX512-BF16/AMX) bf16
+  autocast eager and compiled; `hf` = the same GPT2LMHeadModel in a plain loop (forward, cross-entropy, backward,
+  grad-norm clip 1.0, AdamW, fused on CUDA) in each dtype that ours uses, so every ratio compares like with
+  like. Each row is timed after a warm-up (which includes compilation; `warmup_s`).
   MFU = model.flops_per_token() (6N + 12·L·C·T, the same formula for both) × tokens/s / peak FLOP/s; the peak
   is --peak-tflops, else on CUDA a table by device name (H100/H200 bf16 dense 989 TFLOP/s), else on the CPU a
-  measured fp32 matmul rate (1024² matmuls on the torch threads in use).
+  measured matmul rate in the row's dtype (1024² matmuls on the torch threads in use).
 - peak memory: CUDA torch.cuda.max_memory_allocated (reset before each row); CPU the peak resident set size
   (RSS, /proc/self/statm polled every 2 ms by a thread; psutil is not needed) above the RSS before the row:
   memory the process had to add for that row. 0 means the row fit in memory the process already held (the
@@ -101,7 +104,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_flops(device: torch.device, given_tflops: float | None) -> tuple[float | None, str]:
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it bf16 is emulated and slow."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, private but stable since 2.3
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def peak_flops(device: torch.device, given_tflops: float | None, dtype: torch.dtype = torch.float32
+               ) -> tuple[float | None, str]:
     if given_tflops:
         return given_tflops * 1e12, "--peak-tflops"
     if device.type == "cuda":
@@ -111,13 +121,14 @@ def peak_flops(device: torch.device, given_tflops: float | None) -> tuple[float 
                 return tf * 1e12, f"table: {name} bf16 dense"
         return None, f"unknown GPU {name}; pass --peak-tflops"
     n = 1024
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     reps, t = 0, time.perf_counter()
     while time.perf_counter() - t < 0.5:
         a @ b
         reps += 1
-    return 2 * n ** 3 * reps / (time.perf_counter() - t), f"measured fp32 matmul, {torch.get_num_threads()} threads"
+    name = str(dtype).replace("torch.", "").replace("float32", "fp32").replace("bfloat16", "bf16")
+    return 2 * n ** 3 * reps / (time.perf_counter() - t), f"measured {name} matmul, {torch.get_num_threads()} threads"
 
 
 # ---- models ------------------------------------------------------------------------------------------
@@ -138,8 +149,11 @@ def hf(dims: dict, block: int, device):
     return GPT2LMHeadModel(cfg).to(device)
 
 
-def amp_ctx(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+def amp_ctx(device: torch.device, dtype: str = "auto"):
+    """bf16 autocast for dtype bf16 (auto: on CUDA, as the trainer does), else nothing (fp32)."""
+    if dtype == "bf16" or (dtype == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 # ---- sampling ----------------------------------------------------------------------------------------
@@ -167,20 +181,28 @@ def bench_sample(impl: str, model, batch: int, new: int, device) -> dict:
 
 # ---- training ----------------------------------------------------------------------------------------
 
-def bench_train_ours(dims, block, batch, steps, device, peak) -> dict:
+def bench_train_ours(dims, block, batch, steps, device, peak, dtype="auto", compile_="auto") -> dict:
+    """training.trainer.train with train.dtype / train.compile as given (auto = the trainer's defaults)."""
     model = ours(dims, block, device)
     ids = np.random.default_rng(0).integers(0, VOCAB, 200_000)
     cfg = TrainConfig(steps=steps, batch_size=batch, warmup_steps=1, log_every=steps,
-                      device=device.type, compile="auto")
-    train(model, ids, cfg, torch.Generator().manual_seed(0), device, steps=max(2, steps // 5))  # warm-up
-    row = {"impl": "ours", "batch": batch, "block": block}
+                      device=device.type, compile=compile_, dtype=dtype)
+    t = time.perf_counter()
+    train(model, ids, cfg, torch.Generator().manual_seed(0), device, steps=max(2, steps // 5))  # warm-up, compile
+    row = {"impl": "ours", "dtype": _dtype_name(cfg.dtype, device), "batch": batch, "block": block,
+           "compile": cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"),
+           "warmup_s": time.perf_counter() - t}
     with peak_memory(device, row):
         res = train(model, ids, cfg, torch.Generator().manual_seed(1), device, peak=peak)
     row["tokens_per_s"], row["mfu"] = res["tokens_per_s"], res["mfu"]  # MFU as the trainer reports it
     return row
 
 
-def bench_train_hf(dims, block, batch, steps, device, peak, flops_per_token) -> dict:
+def _dtype_name(dtype: str, device: torch.device) -> str:
+    return "bf16" if dtype == "bf16" or (dtype == "auto" and device.type == "cuda") else "fp32"
+
+
+def bench_train_hf(dims, block, batch, steps, device, peak, flops_per_token, dtype="auto") -> dict:
     model = hf(dims, block, device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=device.type == "cuda")
     data = torch.randint(0, VOCAB, (200_000,), generator=torch.Generator().manual_seed(0)).to(device)
@@ -189,7 +211,7 @@ def bench_train_hf(dims, block, batch, steps, device, peak, flops_per_token) -> 
     def step():
         off = torch.randint(0, len(data) - block - 1, (batch,), device=device, generator=g)
         chunk = data[off[:, None] + torch.arange(block + 1, device=device)]
-        with amp_ctx(device):
+        with amp_ctx(device, dtype):
             logits = model(chunk[:, :-1]).logits
         loss = F.cross_entropy(logits.float().view(-1, VOCAB), chunk[:, 1:].reshape(-1))
         loss.backward()
@@ -199,7 +221,7 @@ def bench_train_hf(dims, block, batch, steps, device, peak, flops_per_token) -> 
 
     for _ in range(max(2, steps // 5)):  # warm-up
         step()
-    row = {"impl": "hf", "batch": batch, "block": block}
+    row = {"impl": "hf", "dtype": _dtype_name(dtype, device), "batch": batch, "block": block, "compile": False}
     with peak_memory(device, row):
         sync(device)
         t = time.perf_counter()
@@ -275,6 +297,9 @@ def main(argv=None) -> dict:
     if args.quick:
         cap = min(cap, 16)
     peak, peak_src = peak_flops(device, args.peak_tflops)
+    # On a CPU with native bf16 the bf16 rows' MFU uses the measured bf16 matmul rate (~3.6x fp32 here).
+    bf16_rows = not cuda and not args.quick and cpu_has_bf16()
+    peak_bf16, peak_bf16_src = peak_flops(device, args.peak_tflops, torch.bfloat16) if bf16_rows else (peak, peak_src)
 
     m_ours, m_hf = ours(dims, s_block, device), hf(dims, s_block, device).eval()
     big = auto_batch_size(m_ours.config, SampleConfig(max_new_tokens=new, batch_size=65_536, max_batch_memory_mb=cap),
@@ -290,9 +315,23 @@ def main(argv=None) -> dict:
             sample.append(bench_sample(impl, model, b, new, device))
             print(f"sample {impl:8s} batch {b:5d}: {sample[-1]['tokens_per_s']:10.0f} tok/s", file=sys.stderr)
     del m_ours, m_hf
-    t_ours = bench_train_ours(dims, t_block, t_batch, t_steps, device, peak)
-    t_hf = bench_train_hf(dims, t_block, t_batch, t_steps, device, peak, ours(dims, t_block, "cpu").flops_per_token())
-    print(f"train ours {t_ours['tokens_per_s']:.0f} tok/s, hf {t_hf['tokens_per_s']:.0f} tok/s", file=sys.stderr)
+    fpt = ours(dims, t_block, "cpu").flops_per_token()
+    # (impl, train.dtype, train.compile): the trainer's defaults first, then on a CPU the options that pay there.
+    plan = [("ours", "auto", "auto"), ("hf", "auto", None)]
+    if not cuda and not args.quick:
+        plan.insert(1, ("ours", "auto", "true"))
+    if bf16_rows:
+        plan += [("ours", "bf16", "false"), ("ours", "bf16", "true"), ("hf", "bf16", None)]
+    trains = []
+    for impl, dt, comp in plan:
+        pk = peak_bf16 if (dt == "bf16" and not cuda) else peak
+        if impl == "ours":
+            trains.append(bench_train_ours(dims, t_block, t_batch, t_steps, device, pk, dt, comp))
+        else:
+            trains.append(bench_train_hf(dims, t_block, t_batch, t_steps, device, pk, fpt, dt))
+        t = trains[-1]
+        print(f"train {t['impl']:4s} {t['dtype']} compile={t['compile']!s:5s}: {t['tokens_per_s']:8.0f} tok/s",
+              file=sys.stderr)
     gens = {}
     for name in (("debug",) if args.quick else ("default", "shakespeare")):
         res = generation_seconds(name, device, args.quick)
@@ -304,7 +343,9 @@ def main(argv=None) -> dict:
         "model": {**dims, "vocab_size": VOCAB, "sample_block_size": s_block, "train_block_size": t_block,
                   "params": m.num_params(), "new_tokens": new, "train_batch": t_batch},
         "peak_flops": peak, "peak_flops_source": peak_src, "mem_cap_mb": cap, "quick": args.quick,
-        "sample": sample, "train": [t_ours, t_hf], "generation_seconds": gens,
+        "peak_flops_bf16": peak_bf16 if bf16_rows else None,
+        "peak_flops_bf16_source": peak_bf16_src if bf16_rows else None,
+        "sample": sample, "train": trains, "generation_seconds": gens,
         "versions": {"torch": torch.__version__, "transformers": _hf_version()},
     }
     if args.json:
@@ -333,10 +374,14 @@ def markdown(r: dict) -> str:
         ratio = [f"{s['tokens_per_s'] / x:.2f}" if x else "–" for x in (nc, h)]
         lines.append(f"| {s['impl']} | {s['batch']} | {s['tokens_per_s']:.0f} | {ratio[0]} | {ratio[1]} | "
                      f"{mib(s['peak_mem_bytes'])} |")
-    lines += ["", "| training | tokens/s | MFU | peak MiB |", "|---|---:|---:|---:|"]
+    lines += ["", "| training | dtype | compiled | tokens/s | × hf (same dtype) | MFU | peak MiB |",
+              "|---|---|---|---:|---:|---:|---:|"]
+    hf_rate = {t["dtype"]: t["tokens_per_s"] for t in r["train"] if t["impl"] == "hf"}
     for t in r["train"]:
         mfu = "n/a" if t["mfu"] is None else f"{100 * t['mfu']:.1f}%"
-        lines.append(f"| {t['impl']} | {t['tokens_per_s']:.0f} | {mfu} | {mib(t['peak_mem_bytes'])} |")
+        ratio = f"{t['tokens_per_s'] / hf_rate[t['dtype']]:.2f}" if t["dtype"] in hf_rate else "–"
+        lines.append(f"| {t['impl']} | {t['dtype']} | {'yes' if t['compile'] else 'no'} | {t['tokens_per_s']:.0f} | "
+                     f"{ratio} | {mfu} | {mib(t['peak_mem_bytes'])} |")
     if r["generation_seconds"]:
         stages = list(next(iter(r["generation_seconds"].values())))
         lines += ["", "| one generation (s) | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]

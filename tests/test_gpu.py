@@ -1,4 +1,4 @@
-"""CUDA checks: a debug closed loop on the GPU with bf16 autocast, TF32, fused AdamW and torch.compile.
+"""CUDA checks: a debug closed loop on the GPU with bf16 autocast, TF32, fused AdamW and torch.compile; DDP on 2 GPUs.
 
 Skipped without CUDA (CI has none). On a GPU machine: `.venv/bin/python -m pytest tests/test_gpu.py -q`.
 """
@@ -27,3 +27,26 @@ def test_cuda_runs_are_reproducible(tmp_path):
     a = run_loop(prepare(cfg, str(tmp_path / "a")), str(tmp_path / "a"), argv=[])["final"]
     b = run_loop(prepare(cfg, str(tmp_path / "b")), str(tmp_path / "b"), argv=[])["final"]
     assert a["val/loss"] == b["val/loss"]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_ddp_on_two_gpus_matches_one(tmp_path):
+    """torchrun with NCCL on 2 GPUs: the same losses as one GPU up to bf16 rounding, and the run finishes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    args = ["-m", "training", "run", "--preset", "debug", "--loop.generations=2", "--loop.progress=false",
+            "--train.device=cuda"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    losses = []
+    for n, out in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", *args,
+               "--out", str(out)]
+        r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        with open(out / "metrics.jsonl") as f:
+            losses.append([json.loads(line)["train/final_loss"] for line in f])
+    assert losses[1] == pytest.approx(losses[0], rel=2e-2)

@@ -3,8 +3,8 @@
 AdamW (decay on matrices only), linear warmup then cosine decay to `min_lr_ratio`·lr, gradient clipping.
 Batches are random windows of block_size + 1 tokens read from the stream, which lives on the device; window
 offsets come from the caller's torch.Generator, so a run is reproducible from its seed. Fused AdamW everywhere;
-on CUDA bf16 autocast, TF32 matmuls and torch.compile by default (on a CPU both are options: with native bf16
-matmuls, --train.dtype=bf16 --train.compile=true trains ~2× faster once compiled; scripts/bench.py). The inner loop never syncs with the host except at log
+on CUDA bf16 autocast, TF32 matmuls and torch.compile by default. On a CPU both are options: where the CPU has
+native bf16 matmuls, --train.dtype=bf16 --train.compile=true trains ~2× faster once compiled (scripts/bench.py). The inner loop never syncs with the host except at log
 steps, where the loss is read. The result includes MFU (model FLOP utilisation: model.flops_per_token() ×
 tokens/s / the device's peak FLOP/s) when the peak is known. Tested in tests/test_trainer.py.
 """
