@@ -1,4 +1,5 @@
-"""Tests for models/gpt.py: shapes, losses, deterministic init, exact KV cache, config validation.
+"""Tests for models/gpt.py: shapes, losses, deterministic init, exact KV cache, the static decode step, config
+validation.
 
 Run: `cd /work/main && python -m pytest tests/test_gpt.py -q` (CPU, fp32, tiny model, a few seconds).
 """
@@ -101,6 +102,48 @@ def test_kv_cache_chunks_then_single_tokens_match_full_forward():
 
     cache.reset()
     torch.testing.assert_close(model(x[:, :4], kv_cache=cache), full[:, :4], rtol=0, atol=1e-5)
+
+
+def test_decode_step_equals_dynamic_cached_forward_up_to_the_last_slot():
+    model = tiny()
+    x = ids(3, 16, seed=8)
+    dyn, static = model.new_kv_cache(3), model.new_kv_cache(3)
+    static.k.normal_(generator=torch.Generator().manual_seed(0))  # stale slots of an earlier batch: masked out
+    static.v.normal_(generator=torch.Generator().manual_seed(1))
+    model(x[:, :4], kv_cache=dyn)
+    model(x[:, :4], kv_cache=static)
+    for t in range(4, 16):  # positions 4..15, the last one the cache's final slot
+        want = model(x[:, t:t + 1], kv_cache=dyn)[:, -1]
+        got = model.decode_step(x[:, t:t + 1], torch.tensor(t), static)
+        assert got.shape == (3, V) and got.dtype == torch.float32
+        assert static.pos == 4  # the caller keeps the count
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(static.k, dyn.k, rtol=0, atol=1e-6)  # every slot written, stale ones overwritten
+    torch.testing.assert_close(static.v, dyn.v, rtol=0, atol=1e-6)
+
+
+def test_decode_step_under_bf16_autocast_keeps_a_bf16_cache_and_fp32_logits():
+    model = tiny()
+    x = ids(2, 6, seed=9)
+    ref = model(x)[:, -1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache, dyn = model.new_kv_cache(2, dtype=torch.bfloat16), model.new_kv_cache(2, dtype=torch.bfloat16)
+        model(x[:, :5], kv_cache=cache)
+        model(x[:, :5], kv_cache=dyn)
+        got = model.decode_step(x[:, 5:6], torch.tensor(5), cache)
+        want = model(x[:, 5:6], kv_cache=dyn)[:, -1]
+    assert got.dtype == torch.float32 and cache.k.dtype == torch.bfloat16
+    assert cache.k[:, :, :, 5].abs().sum() > 0
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-3)  # the dynamic path under the same autocast
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-2)  # fp32: bf16 rounding on logits of size ~0.5
+
+
+def test_decode_step_rejects_wrong_shapes():
+    model = tiny()
+    with pytest.raises(ValueError, match="decode_step"):
+        model.decode_step(ids(2, 2), torch.tensor(0), model.new_kv_cache(2))
+    with pytest.raises(ValueError, match="decode_step"):
+        model.decode_step(ids(3, 1), torch.tensor(0), model.new_kv_cache(2))
 
 
 def test_kv_cache_overflow_and_batch_mismatch_raise():

@@ -1,12 +1,18 @@
-"""Tests for models/sampling.py: next-token rule, stopping, KV-cache decoding vs the slow reference.
+"""Tests for models/sampling.py: next-token rule, stopping, KV-cache decoding vs the slow reference, the static
+(compiled) decode path.
 
-Run: `cd /work/main && python -m pytest tests/test_sampling.py -q` (CPU, fp32, tiny models, a few seconds).
+Run: `cd /work/main && python -m pytest tests/test_sampling.py -q` (CPU, fp32, tiny models, a few seconds); the
+tests that really torch.compile (inductor, a C++ compiler; ~5-15 s each) with `-m slow`. The fast ones run the
+static path with torch.compile replaced by the identity, i.e. GPT.decode_step eagerly.
 """
+import warnings
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
+from models import sampling
 from models.gpt import GPT, GPTConfig, KVCache
 from models.sampling import (SampleConfig, auto_batch_size, bytes_per_row, decode, generate_documents,
                              generate_reference, sample_next_token)
@@ -216,10 +222,12 @@ def test_decode_fixed_length_greedy_fast_equals_reference():
     assert torch.equal(fast, slow)
 
 
-@pytest.mark.parametrize("use_cache", [True, False])
-def test_sampled_pairs_follow_the_model_distribution(use_cache):
+@pytest.mark.parametrize("use_cache, compile_opt", [(True, "false"), (False, "false"),
+                                                    pytest.param(True, "true", marks=pytest.mark.slow)])
+def test_sampled_pairs_follow_the_model_distribution(use_cache, compile_opt):
     """Chi-square goodness of fit of the first two sampled tokens (a joint over V² cells) against the exact
-    tempered distribution computed from full forwards: p(a, b) = τ(p(a | [EOT])) · τ(p(b | [EOT, a]))."""
+    tempered distribution computed from full forwards: p(a, b) = τ(p(a | [EOT])) · τ(p(b | [EOT, a])).
+    With compile, the second token's logits come from the compiled static step."""
     v, T, n = 5, 0.7, 12_000
     model = GPT(GPTConfig(vocab_size=v, block_size=8, n_layer=1, n_head=1, n_embd=16), gen(3)).eval()
     with torch.no_grad():
@@ -231,11 +239,120 @@ def test_sampled_pairs_follow_the_model_distribution(use_cache):
         second = torch.softmax(model(ctx)[:, -1].double() / T, -1)  # (V, V): row a = p(b | a)
     expected = (first[:, None] * second).flatten() * n  # (V²,)
     assert expected.min() > 5 and first.max() > 0.35  # a valid chi-square, on a non-uniform model
-    cfg = SampleConfig(temperature=T, max_new_tokens=2, batch_size=n)
+    cfg = SampleConfig(temperature=T, max_new_tokens=2, batch_size=n, compile=compile_opt)
     ids = decode(model, n, cfg, EOT, gen(4), use_cache=use_cache, stop_at_eot=False)[:, 1:]  # (n, 2)
     counts = torch.bincount(ids[:, 0] * v + ids[:, 1], minlength=v * v).double()
     chi2 = ((counts - expected) ** 2 / expected).sum().item()
     assert chi2 < 52.6  # 99.9% quantile of chi-square with 24 degrees of freedom
+
+
+# ---- static decode path (compiled; here mostly with torch.compile as the identity) -----------------------
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """torch.compile replaced by the identity: the static path runs GPT.decode_step eagerly. Returns the list
+    of (function, mode) it was asked to compile and counts the steps in calls[0]."""
+    asked, calls = [], [0]
+
+    def fake_compile(fn, mode=None, **kw):
+        asked.append((fn, mode))
+
+        def step(*a):
+            calls[0] += 1
+            return fn(*a)
+        return step
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    return asked, calls
+
+
+def test_static_path_greedy_equals_reference_beyond_block_size(eager_compile):
+    asked, calls = eager_compile
+    model = varied_gpt()
+    cfg = SampleConfig(temperature=0.0, max_new_tokens=40, batch_size=2, compile="true")
+    fast = generate_documents(model, 3, cfg, 7, gen(0))  # EOT = 7
+    slow = generate_reference(model, 3, cfg, 7, gen(0))
+    assert min(len(d) for d in fast) == 40  # crosses the context cut three times
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow))
+    assert asked == [(GPT.decode_step, None)]  # made once for the model (default mode on a CPU), both batches
+    assert calls[0] == 2 * (39 - 3)  # every step but the three cache rebuilds, in each batch
+
+
+@pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (10, 0.9)])
+def test_static_path_sampled_equals_reference(eager_compile, top_k, top_p):
+    model = varied_gpt()
+    cfg = SampleConfig(temperature=1.0, top_k=top_k, top_p=top_p, max_new_tokens=40, batch_size=3, compile="true")
+    fast = generate_documents(model, 5, cfg, 7, gen(1))
+    slow = generate_reference(model, 5, cfg, 7, gen(1))
+    assert max(len(d) for d in fast) > 2 * model.config.block_size
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow))
+
+
+def test_compile_auto_is_off_on_a_cpu_and_true_needs_decode_step(eager_compile):
+    asked, _ = eager_compile
+    generate_documents(tiny_gpt(), 2, SampleConfig(max_new_tokens=5), EOT, gen(0))  # compile="auto"
+    assert asked == []
+    with pytest.raises(ValueError, match="sample.compile"):
+        generate_documents(StopAfter(n=3), 2, SampleConfig(compile="true"), EOT, gen(0))
+
+
+def test_failed_compile_warns_once_and_decodes_eagerly_under_auto(monkeypatch):
+    def broken(fn, mode=None, **kw):
+        def step(*a):
+            raise RuntimeError("no C++ compiler\nmore detail")
+        return step
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = varied_gpt()
+    cfg = SampleConfig(temperature=0.0, max_new_tokens=20, compile="auto")
+    want = decode(model, 2, cfg, 7, gen(0))
+    static = sampling._StaticStep(model, torch.device("cpu"))  # what compile=auto builds on CUDA
+    with torch.inference_mode():
+        with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler") as rec:
+            got = sampling._decode_batch(model, 2, cfg, 7, gen(0), torch.device("cpu"), True, static=static)
+        assert len(rec) == 1 and torch.equal(got, want)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the next batch: eager, no second warning
+            assert torch.equal(sampling._decode_batch(model, 2, cfg, 7, gen(0), torch.device("cpu"), True,
+                                                      static=static), want)
+        strict = SampleConfig(temperature=0.0, max_new_tokens=20, compile="true")
+        with pytest.raises(RuntimeError, match="no C"):
+            sampling._decode_batch(model, 2, strict, 7, gen(0), torch.device("cpu"), True, static=static)
+
+
+def test_static_path_reuses_its_kv_caches(eager_compile):
+    model = tiny_gpt()
+    static = sampling._StaticStep(model, torch.device("cpu"))
+    a = static.new_cache(model, 4, torch.device("cpu"), None)
+    a.pos = 3
+    b = static.new_cache(model, 2, torch.device("cpu"), None)
+    assert static.new_cache(model, 4, torch.device("cpu"), None) is a and a.pos == 0  # same tensors, reset
+    static.new_cache(model, 5, torch.device("cpu"), None)  # a third size evicts the least recently used (2)
+    assert static.new_cache(model, 2, torch.device("cpu"), None) is not b and len(static.caches) == 2
+
+
+@pytest.mark.slow
+def test_compiled_greedy_equals_reference_and_compiles_once_per_batch_size():
+    """Really compiled (inductor on the CPU): greedy tokens equal the reference across context cuts, and the
+    number of compiled graphs does not grow with the steps or with more batches of the same size."""
+    from torch._dynamo.utils import counters
+
+    model = GPT(GPTConfig(vocab_size=V, block_size=12, n_layer=1, n_head=2, n_embd=24), gen(5))  # its own shapes
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln_" not in name:
+                p.mul_(20.0)
+    graphs = lambda: counters["stats"]["unique_graphs"]  # noqa: E731
+    before = graphs()
+    short = SampleConfig(temperature=0.0, max_new_tokens=3, batch_size=4, compile="true")
+    decode(model, 4, short, 7, gen(0))
+    assert graphs() - before == 1
+    cfg = SampleConfig(temperature=0.0, max_new_tokens=40, batch_size=4, compile="true")
+    fast = generate_documents(model, 8, cfg, 7, gen(0))  # two batches of 4, 39 steps, three context cuts
+    slow = generate_reference(model, 8, cfg, 7, gen(0))
+    assert graphs() - before == 1
+    assert min(len(d) for d in fast) == 40 and len(set(fast[0].tolist())) > 3
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow))
 
 
 def test_auto_batch_size_under_a_memory_cap():
@@ -269,6 +386,7 @@ def test_memory_cap_splits_into_smaller_batches_same_documents():
     ({"max_new_tokens": 0}, "sample.max_new_tokens"),
     ({"batch_size": 0}, "sample.batch_size"),
     ({"max_batch_memory_mb": -1}, "sample.max_batch_memory_mb"),
+    ({"compile": "yes"}, "sample.compile"),
 ])
 def test_config_validation_names_the_option(kw, option):
     with pytest.raises(ValueError, match=option):
