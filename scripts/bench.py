@@ -12,7 +12,11 @@ Same model dimensions for every implementation (vocab 65, a char model):
   GPT2LMHeadModel with identical n_layer, n_head, n_embd, n_positions, vocab (dropout 0) and
   generate(do_sample=True, use_cache=True, top_k=0, max_new_tokens=N, min_new_tokens=N, no EOS), i.e. pure
   temperature-1 sampling. Batches 1, 64 and the largest whose KV cache fits --mem-cap-mb
-  (models.sampling.auto_batch_size). On CUDA all run under bf16 autocast (logits in fp32).
+  (models.sampling.auto_batch_size). `ours` runs with sample.compile=auto (the decode step compiled and
+  replayed as a CUDA graph on CUDA, eager on a CPU); on a CPU two more rows time it compiled (batch 1 and 64),
+  and one row at batch 64 adds top-k 40 and top-p 0.9, to show what the filters cost. Every row is warmed up
+  by an 8-token decode of the same batch (kernels, compilation, graph capture). On CUDA all run under bf16
+  autocast (logits in fp32).
 - training, tokens/s and MFU, every row with its `dtype` and `compile`: `ours` = training.trainer.train with its
   defaults (fused AdamW; on CUDA bf16 autocast, TF32, torch.compile; fp32 eager on a CPU), then on a CPU the
   options that pay there: compiled fp32, and where the CPU multiplies bf16 natively (AVX512-BF16/AMX) bf16
@@ -158,8 +162,11 @@ def amp_ctx(device: torch.device, dtype: str = "auto"):
 
 # ---- sampling ----------------------------------------------------------------------------------------
 
-def bench_sample(impl: str, model, batch: int, new: int, device) -> dict:
-    row = {"impl": impl, "batch": batch, "new_tokens": new}
+def bench_sample(impl: str, model, batch: int, new: int, device, compile_: str = "auto", top_k: int = 0,
+                 top_p: float = 1.0) -> dict:
+    """Decode `batch` rows × `new` tokens at temperature 1 (ours: sample.compile / top_k / top_p as given)."""
+    compiled = impl == "ours" and (compile_ == "true" or (compile_ == "auto" and device.type == "cuda"))
+    row = {"impl": impl, "batch": batch, "new_tokens": new, "compile": compiled, "top_k": top_k, "top_p": top_p}
     with peak_memory(device, row), amp_ctx(device), torch.inference_mode():
         sync(device)
         t = time.perf_counter()
@@ -168,7 +175,8 @@ def bench_sample(impl: str, model, batch: int, new: int, device) -> dict:
             out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, use_cache=True, top_k=0,
                                  top_p=1.0, temperature=1.0, max_new_tokens=new, min_new_tokens=new)
         else:
-            cfg = SampleConfig(temperature=1.0, max_new_tokens=new, batch_size=batch)
+            cfg = SampleConfig(temperature=1.0, max_new_tokens=new, batch_size=batch, compile=compile_, top_k=top_k,
+                               top_p=top_p)
             out = decode(model, batch, cfg, 0, torch.Generator().manual_seed(0), device=device,
                          use_cache=impl == "ours", stop_at_eot=False)
         sync(device)
@@ -305,15 +313,20 @@ def main(argv=None) -> dict:
     big = auto_batch_size(m_ours.config, SampleConfig(max_new_tokens=new, batch_size=65_536, max_batch_memory_mb=cap),
                           2 if cuda else 4)
     batches = sorted({1, 64 if not args.quick else 8, big})
+    plan = [(impl, b, {}) for b in batches for impl in ("ours", "nocache", "hf")
+            # full recompute at hundreds of rows takes minutes on a CPU; the ratio is seen at 64
+            if not (impl == "nocache" and b > 64 and not cuda and not args.quick)]
+    if not args.quick:
+        if not cuda:  # compiling the decode step is an option on a CPU (auto = CUDA only): where does it pay?
+            plan += [("ours", 1, {"compile_": "true"}), ("ours", 64, {"compile_": "true"})]
+        plan.append(("ours", 64, {"top_k": 40, "top_p": 0.9}))  # what the filters cost against pure temperature
+    models = {"ours": m_ours, "nocache": m_ours, "hf": m_hf}
     sample = []
-    for b in batches:
-        for impl, model in (("ours", m_ours), ("nocache", m_ours), ("hf", m_hf)):
-            if impl == "nocache" and b > 64 and not cuda and not args.quick:
-                continue  # full recompute at hundreds of rows takes minutes on a CPU; the ratio is seen at 64
-            if impl == "ours":
-                bench_sample(impl, model, min(b, 4), min(new, 8), device)  # warm-up (allocator, kernels)
-            sample.append(bench_sample(impl, model, b, new, device))
-            print(f"sample {impl:8s} batch {b:5d}: {sample[-1]['tokens_per_s']:10.0f} tok/s", file=sys.stderr)
+    for impl, b, opts in plan:
+        bench_sample(impl, models[impl], b, min(new, 8), device, **opts)  # warm-up: kernels, compile, CUDA graph
+        sample.append(bench_sample(impl, models[impl], b, new, device, **opts))
+        print(f"sample {impl:8s} batch {b:5d} {opts or ''}: {sample[-1]['tokens_per_s']:10.0f} tok/s",
+              file=sys.stderr)
     del m_ours, m_hf
     fpt = ours(dims, t_block, "cpu").flops_per_token()
     # (impl, train.dtype, train.compile): the trainer's defaults first, then on a CPU the options that pay there.
@@ -367,13 +380,15 @@ def markdown(r: dict) -> str:
 
     lines = [f"device: {r['device']}; model: {r['model']}; peak {r['peak_flops'] or 0:.3g} FLOP/s "
              f"({r['peak_flops_source']})", "",
-             "| sampling | batch | tokens/s | × nocache | × hf | peak MiB |", "|---|---:|---:|---:|---:|---:|"]
+             "| sampling | batch | compiled | top-k / top-p | tokens/s | × nocache | × hf | peak MiB |",
+             "|---|---:|---|---|---:|---:|---:|---:|"]
     by = {(s["impl"], s["batch"]): s["tokens_per_s"] for s in r["sample"]}
     for s in r["sample"]:
         nc, h = by.get(("nocache", s["batch"])), by.get(("hf", s["batch"]))
         ratio = [f"{s['tokens_per_s'] / x:.2f}" if x else "–" for x in (nc, h)]
-        lines.append(f"| {s['impl']} | {s['batch']} | {s['tokens_per_s']:.0f} | {ratio[0]} | {ratio[1]} | "
-                     f"{mib(s['peak_mem_bytes'])} |")
+        filters = "off" if (s.get("top_k", 0), s.get("top_p", 1.0)) == (0, 1.0) else f"{s['top_k']} / {s['top_p']}"
+        lines.append(f"| {s['impl']} | {s['batch']} | {'yes' if s.get('compile') else 'no'} | {filters} | "
+                     f"{s['tokens_per_s']:.0f} | {ratio[0]} | {ratio[1]} | {mib(s['peak_mem_bytes'])} |")
     lines += ["", "| training | dtype | compiled | tokens/s | × hf (same dtype) | MFU | peak MiB |",
               "|---|---|---|---:|---:|---:|---:|"]
     hf_rate = {t["dtype"]: t["tokens_per_s"] for t in r["train"] if t["impl"] == "hf"}
