@@ -131,6 +131,17 @@ def test_resume_refuses_another_config_and_allows_more_generations(finished, tmp
     assert [r["generation"] for r in recs] == [0, 1, 2] and recs[:2] == metrics(finished)
 
 
+def test_resume_refuses_a_run_made_with_another_random_stream_scheme(finished, tmp_path):
+    # A run directory from before per-batch sampling generators would sample differently when resumed.
+    d = tmp_path / "r"
+    shutil.copytree(finished, d)
+    cfg = json.load(open(d / "config.json"))
+    del cfg["fingerprint"]["random_streams"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"fingerprint.random_streams \(None -> 2\)"):
+        check_resume(prepare(cfg_of(**{"mix.fresh_fraction": "0.4"}), str(d)), str(d))
+
+
 @pytest.mark.parametrize("overrides", [
     {"mix.workflow": "accumulate", "loop.init": "scratch", "mix.fresh_fraction": "0.5"},
     {"mix.workflow": "accumulate-subsample", "mix.real_data": "fixed", "mix.fresh_fraction": "0.5"},

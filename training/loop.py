@@ -162,9 +162,15 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     return Prepared(cfg, corpus, tok, real, stats, val_x, val_y, val_chars, truth_docs, truth_nats, device)
 
 
+# How the run's random streams are derived from its seed. A new scheme changes what a resumed run would sample, so
+# it is part of the config a run directory is checked against. 2: one generator per sampling batch (DDP splits them).
+RANDOM_STREAMS = 2
+
+
 def resolved_config(prep: Prepared) -> dict:
     return {**to_dict(prep.cfg), "fingerprint": {"corpus": prep.corpus.fingerprint,
-                                                 "tokenizer": prep.tokenizer.fingerprint}}
+                                                 "tokenizer": prep.tokenizer.fingerprint,
+                                                 "random_streams": RANDOM_STREAMS}}
 
 
 def check_resume(prep: Prepared, run_dir: str) -> int:
