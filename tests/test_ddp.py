@@ -63,8 +63,10 @@ def _metrics(run: str) -> list[dict]:
 
 
 def test_ddp_closed_loop_matches_one_process_and_resumes(tmp_path):
+    # sample.batch_size=8: ~5 sampling batches per generation, so several rounds of the 2 ranks' merge, the last
+    # one with a batch that only rank 0's share needed.
     base = ["-m", "training", "run", "--preset", "debug", "--loop.progress=false", "--train.steps=30",
-            "--loop.first_steps=60", "--mix.tokens_per_generation=4000"]
+            "--loop.first_steps=60", "--mix.tokens_per_generation=4000", "--sample.batch_size=8"]
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     r = _run(base + ["--loop.generations=2", "--out", one])
     assert r.returncode == 0, r.stderr[-2000:]

@@ -92,6 +92,7 @@ def _run_prepared(prep, cfg, run_dir: str, overwrite: bool, argv: list[str], mai
     from training.loop import check_resume, run_loop
 
     say = (lambda line: print(line, file=sys.stderr)) if main else (lambda line: None)
+    distributed.barrier()  # every rank has checked run_dir (cmd_run) before rank 0 may delete it
     if not overwrite:
         done = check_resume(prep, run_dir)
         if done >= cfg.loop.generations:

@@ -8,10 +8,11 @@ number of processes:
 
 - training (training/trainer.py): train.batch_size is the global batch. Every rank draws the same window offsets
   from the run's generator and trains on its own slice of them; DDP averages the gradients, so the optimizer sees
-  the mean gradient of the whole batch, as in one process, and the weights stay identical on every rank.
+  the mean gradient of the whole batch, as in one process, and the weights stay identical on every rank
+  (dropout, when on, draws its masks per rank: equal to one process in distribution, not bit for bit).
 - sampling (training/loop.py `sample_tokens`): document batch i has its own generator; rank r decodes batches
   r, r + W, r + 2W, ... and the batches are gathered in order, so a run samples exactly the documents that one
-  process would sample from the same weights.
+  process would sample from the same weights (DDP weights differ from one process's in the last float bits).
 - evaluation, measures and every file in the run directory: rank 0; the other ranks wait at a barrier.
 
 Single-node runs share the run directory through the filesystem (rank 0 writes ids.npy, every rank reads it at

@@ -270,8 +270,10 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
         model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, g - 1), "model.pt")))
     model.to(device)
     steps = cfg.loop.first_steps if (g == 0 and cfg.loop.first_steps) else cfg.train.steps
-    # Dropout draws from torch's global generator: seed it per generation so runs (and resumes) reproduce.
-    torch.manual_seed(int(generator(cfg.seed, g, _DROPOUT).initial_seed()))
+    # Dropout draws from torch's global generator: seed it per generation so runs (and resumes) reproduce, and per
+    # rank under DDP so that ranks do not repeat one mask pattern (with dropout a DDP run matches one process in
+    # distribution, not bit for bit).
+    torch.manual_seed(int(generator(cfg.seed, g, _DROPOUT).initial_seed()) + distributed.rank())
     res = train(model, ids, cfg.train, generator(cfg.seed, g, _TRAIN), device, steps=steps, log=log.scalars,
                 step_offset=global_step, progress=cfg.loop.progress and main, desc=f"gen {g} train")
     times["time/train_s"] = res["seconds"]

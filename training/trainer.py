@@ -122,7 +122,7 @@ def train(model: torch.nn.Module, ids: np.ndarray, cfg: TrainConfig, generator: 
     ids: 1-D token stream (int); under torchrun every rank passes the same stream (training/distributed.py).
     log(global_step, {"train/loss": nats/token, "train/lr": lr}) is called every
     log_every steps and at the last one. Returns {"loss": last logged loss, "steps", "seconds", "tokens_per_s",
-    "mfu"}: mfu = model.flops_per_token() × tokens_per_s / peak, with peak in FLOP/s (default `peak_flops(device)`,
+    "mfu"}: mfu = model.flops_per_token() × tokens_per_s / (peak × ranks), with peak in FLOP/s per device (default `peak_flops(device)`,
     known for common GPUs); None when the peak or the model's FLOP count is unknown.
     """
     steps = cfg.steps if steps is None else steps
