@@ -26,8 +26,8 @@ CUDA-graph output is overwritten by the next replay: each step's logits are cons
 `sample_next_token` before the next step starts. If "auto" fails to compile (no C++ compiler, no Triton),
 decoding warns once and stays eager for that model; "true" lets the error surface.
 On 2 CPU cores (4 × 128 char model, block_size 512, 500 new tokens, medians of 6-8 runs) compiling pays only
-at batch 1: 2.8k -> 4.9k tokens/s; batch 64 17.0k -> 16.3k (scripts/bench.py once: 14.4k -> 15.8k, so within
-run-to-run noise), batch 256 16.4k -> 16.8k, after ~12 s
+at batch 1: 2.8k -> 4.9k tokens/s; batch 64 17.0k -> 16.3k (two scripts/bench.py runs: 14.4k -> 15.8k and
+12.9k -> 15.4k: an unsteady gain), batch 256 16.4k -> 16.8k, after ~12 s
 of compilation (~2 s with inductor's disk cache warm); the static step reads all 512 slots where the eager
 one reads the filled ones. Hence auto compiles on CUDA only, where per-step launch overhead dominates.
 
