@@ -238,7 +238,7 @@ def test_tinyshakespeare_two_generations(tmp_path, capsys, tokenizer):
     assert [r["generation"] for r in recs] == [0, 1]
     assert all(0 < r["val/bpc"] < 8 for r in recs)
     config = json.load(open(out / "config.json"))
-    assert set(config["fingerprint"]) == {"corpus", "tokenizer"}
+    assert set(config["fingerprint"]) == {"corpus", "tokenizer", "random_streams"}
     assert load_tokenizer(str(out / "tokenizer.json")).fingerprint == config["fingerprint"]["tokenizer"]
     assert main(args) == 0  # resumes: all done, tokenizer reloaded
 

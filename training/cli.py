@@ -79,11 +79,14 @@ def cmd_run(argv: list[str]) -> int:
     if flags["overwrite"] and os.path.isdir(run_dir) and os.listdir(run_dir) \
             and not os.path.exists(os.path.join(run_dir, "config.json")):
         raise UsageError(f"--overwrite refuses to delete {run_dir}: it is not a closedloop run directory")
+    ok = False
     try:
         prep = prepare(cfg, None if flags["overwrite"] else run_dir)  # every input check, before any write
-        return _run_prepared(prep, cfg, run_dir, flags["overwrite"], argv, distributed.is_main())
+        code = _run_prepared(prep, cfg, run_dir, flags["overwrite"], argv, distributed.is_main())
+        ok = True
+        return code
     finally:
-        distributed.shutdown()
+        distributed.shutdown(ok)
 
 
 def _run_prepared(prep, cfg, run_dir: str, overwrite: bool, argv: list[str], main: bool) -> int:

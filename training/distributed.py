@@ -73,8 +73,13 @@ def init(device: torch.device) -> torch.device:
     return device
 
 
-def shutdown() -> None:
+def shutdown(ok: bool = True) -> None:
+    """Leave the process group. ok: every rank got here normally, so they first meet at a barrier and tear down
+    together (gloo's threads can abort a process whose peer has already closed its sockets); after an error no
+    barrier, which the failed ranks would never reach."""
     if active():
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
 
 
