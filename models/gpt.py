@@ -79,17 +79,17 @@ class KVCache:
         self.pos = 0
 
 
-def causal_attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-    """Causal attention written out: softmax(q kᵀ / √D + causal mask) v, for q, k, v (B, H, T, D).
+def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor,
+                   dropout_p: float = 0.0) -> torch.Tensor:
+    """Attention written out: softmax(q kᵀ / √D, only where `allowed`) v, for q (B, H, T, D), k and v (B, H, S, D),
+    allowed bool (T, S) or broadcastable. The same function as SDPA with that boolean mask.
 
-    The same function as SDPA with is_causal=True. Used when torch.compile traces the model on a CPU: inductor
-    fuses scale, mask and softmax into one loop around two batched matmuls, which on 2 CPU cores trained the
-    4 × 128 char model (T = 64) 1.7× faster in bf16 and 1.04× in fp32 than compiling around the CPU flash kernel
-    (scripts/bench.py). Eager CPU and CUDA keep SDPA (flash attention on the GPU)."""
-    T, D = q.size(-2), q.size(-1)
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))  # (B, H, T, T)
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+    Used when torch.compile traces the model on a CPU: inductor fuses scale, mask and softmax into one loop around
+    two batched matmuls, which on 2 CPU cores trained the 4 × 128 char model (T = 64) 1.7× faster in bf16 and
+    1.04× in fp32 than compiling around the CPU flash kernel, and made a compiled decode step 1.2-1.7× faster.
+    Eager CPU and CUDA keep SDPA (flash attention on the GPU)."""
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
+    att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
     if dropout_p > 0:
         att = F.dropout(att, dropout_p, True)
     return att @ v  # (B, H, T, D)
@@ -110,7 +110,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         dropout_p = self.dropout if self.training else 0.0
         if kv_cache is None and x.device.type == "cpu" and torch.compiler.is_compiling():
-            y = causal_attention_math(q, k, v, dropout_p)
+            y = attention_math(q, k, v, torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), dropout_p)
         elif kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
@@ -146,10 +146,7 @@ class CausalSelfAttention(nn.Module):
         torch.ops.aten.index_put_(kv_cache.v, at, v[:, :, 0].to(kv_cache.v.dtype))
         keys, values = kv_cache.k[layer], kv_cache.v[layer]  # (B, H, block_size, D)
         if x.device.type == "cpu" and torch.compiler.is_compiling():
-            # Written out, as causal_attention_math: inductor fuses scale, mask and softmax around two batched
-            # matmuls: 1.2-1.7× faster per step than around the CPU flash kernel (4 × 128 model, batch 1-256).
-            att = (q @ keys.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, 1, block_size)
-            y = att.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ values
+            y = attention_math(q, keys, values, mask)  # (B, H, 1, D), fused by inductor
         else:
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, 1, D)
         return self.c_proj(y.transpose(1, 2).reshape(B, 1, C))

@@ -58,7 +58,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from models.gpt import GPT, GPTConfig  # noqa: E402
 from models.sampling import SampleConfig, auto_batch_size, decode  # noqa: E402
-from training.trainer import PEAK_TFLOPS, TrainConfig, train  # noqa: E402
+from training.trainer import TrainConfig, train  # noqa: E402
+from training.trainer import peak_flops as trainer_peak_flops  # noqa: E402
 
 VOCAB = 65
 SHAKESPEARE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "corpora",
@@ -120,10 +121,8 @@ def peak_flops(device: torch.device, given_tflops: float | None, dtype: torch.dt
         return given_tflops * 1e12, "--peak-tflops"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, tf in PEAK_TFLOPS.items():
-            if key in name:
-                return tf * 1e12, f"table: {name} bf16 dense"
-        return None, f"unknown GPU {name}; pass --peak-tflops"
+        peak = trainer_peak_flops(device)  # the trainer's table (training.trainer.PEAK_TFLOPS)
+        return peak, (f"table: {name} bf16 dense" if peak else f"unknown GPU {name}; pass --peak-tflops")
     n = 1024
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b

@@ -35,7 +35,7 @@ def _run(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     r = subprocess.run(launcher + args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     if nproc > 1 and r.returncode != 0 and "SIGABRT" in r.stderr and "closedloop: error" not in r.stderr:
-        # Seen 3 times in ~40 launches, all within two minutes on one machine: a rank aborted in gloo's teardown
+        # Seen 3 times in about 75 launches, all within two minutes on one machine: a rank aborted in gloo's teardown
         # ("terminate called without an active exception") after every output had been written. One retry, so
         # that this torch/gloo race does not fail CI; any other failure, or a second abort, fails the test.
         r = subprocess.run(launcher + args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)

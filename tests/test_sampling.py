@@ -332,7 +332,7 @@ def test_static_path_reuses_its_kv_caches(eager_compile):
 
 
 @pytest.mark.slow
-def test_compiled_greedy_equals_reference_and_compiles_once_per_batch_size():
+def test_compiled_greedy_equals_reference_with_one_graph():
     """Really compiled (inductor on the CPU): greedy tokens equal the reference across context cuts, and the
     number of compiled graphs does not grow with the steps or with more batches of the same size."""
     from torch._dynamo.utils import counters

@@ -82,18 +82,19 @@ def cmd_run(argv: list[str]) -> int:
     ok = False
     try:
         prep = prepare(cfg, None if flags["overwrite"] else run_dir)  # every input check, before any write
-        code = _run_prepared(prep, cfg, run_dir, flags["overwrite"], argv, distributed.is_main())
+        code = _run_prepared(prep, cfg, run_dir, flags["overwrite"], argv)
         ok = True
         return code
     finally:
         distributed.shutdown(ok)
 
 
-def _run_prepared(prep, cfg, run_dir: str, overwrite: bool, argv: list[str], main: bool) -> int:
-    """The run after its inputs were checked; under torchrun only rank 0 (main) prints and deletes."""
+def _run_prepared(prep, cfg, run_dir: str, overwrite: bool, argv: list[str]) -> int:
+    """The run after its inputs were checked; under torchrun only rank 0 prints and deletes."""
     from training import distributed
     from training.loop import check_resume, run_loop
 
+    main = distributed.is_main()
     say = (lambda line: print(line, file=sys.stderr)) if main else (lambda line: None)
     distributed.barrier()  # every rank has checked run_dir (cmd_run) before rank 0 may delete it
     if not overwrite:

@@ -2,7 +2,7 @@
 
     torchrun --standalone --nproc_per_node=2 -m training run --preset default --out runs/ddp
 
-With torchrun's environment (WORLD_SIZE > 1), `init(device_name)` joins the process group (NCCL on CUDA, gloo on a
+With torchrun's environment (WORLD_SIZE > 1), `init(device)` joins the process group (NCCL on CUDA, gloo on a
 CPU) and pins rank r to cuda:LOCAL_RANK. The loop then splits its work so that the science does not depend on the
 number of processes:
 

@@ -204,7 +204,8 @@ def flatten_json(d: dict, prefix: str = "") -> dict:
 def run_loop(prep: Prepared, run_dir: str, argv: list[str] | None = None) -> dict:
     """Run (or resume) the closed loop in run_dir; returns the summary written to summary.json.
 
-    Under torchrun only rank 0 writes; every rank returns the summary's generation count only when not rank 0."""
+    Under torchrun only rank 0 writes and returns the summary; the other ranks return {"generations": n} (the
+    number run here)."""
     cfg, tok = prep.cfg, prep.tokenizer
     main = distributed.is_main()
     start = check_resume(prep, run_dir)

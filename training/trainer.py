@@ -4,8 +4,9 @@ AdamW (decay on matrices only), linear warmup then cosine decay to `min_lr_ratio
 Batches are random windows of block_size + 1 tokens read from the stream, which lives on the device; window
 offsets come from the caller's torch.Generator, so a run is reproducible from its seed. Fused AdamW everywhere;
 on CUDA bf16 autocast, TF32 matmuls and torch.compile by default. On a CPU both are options: where the CPU has
-native bf16 matmuls, --train.dtype=bf16 --train.compile=true trains ~2× faster once compiled (scripts/bench.py). The inner loop never syncs with the host except at log
-steps, where the loss is read. The result includes MFU (model FLOP utilisation: model.flops_per_token() ×
+native bf16 matmuls, --train.dtype=bf16 --train.compile=true trains ~2× faster once compiled (scripts/bench.py).
+Under torchrun the model is wrapped in DDP (training/distributed.py). The inner loop never syncs with the host
+except at log steps, where the loss is read. The result includes MFU (model FLOP utilisation: model.flops_per_token() ×
 tokens/s / the device's peak FLOP/s) when the peak is known. Tested in tests/test_trainer.py.
 """
 from __future__ import annotations
@@ -120,10 +121,10 @@ def train(model: torch.nn.Module, ids: np.ndarray, cfg: TrainConfig, generator: 
     """Train `model` (already on `device`) for `steps` (default cfg.steps) on random windows of `ids`.
 
     ids: 1-D token stream (int); under torchrun every rank passes the same stream (training/distributed.py).
-    log(global_step, {"train/loss": nats/token, "train/lr": lr}) is called every
-    log_every steps and at the last one. Returns {"loss": last logged loss, "steps", "seconds", "tokens_per_s",
-    "mfu"}: mfu = model.flops_per_token() × tokens_per_s / (peak × ranks), with peak in FLOP/s per device (default `peak_flops(device)`,
-    known for common GPUs); None when the peak or the model's FLOP count is unknown.
+    log(global_step, {"train/loss": nats/token, "train/lr": lr}) is called every log_every steps and at the last
+    one. Returns {"loss": last logged loss, "steps", "seconds", "tokens_per_s" (all ranks), "mfu"}:
+    mfu = model.flops_per_token() × tokens_per_s / (peak × ranks), with peak in FLOP/s per device (default
+    `peak_flops(device)`, known for common GPUs); None when the peak or the model's FLOP count is unknown.
     """
     steps = cfg.steps if steps is None else steps
     block = model.config.block_size
@@ -161,7 +162,7 @@ def train(model: torch.nn.Module, ids: np.ndarray, cfg: TrainConfig, generator: 
         # Every rank draws the whole batch's offsets (B,) from the same stream and keeps its slice: the global
         # batch is the one a single process would train on.
         off = torch.randint(0, len(ids) - block, (cfg.batch_size,), generator=gen, device=device)
-        off = off[rank * local:(rank + 1) * local] if world > 1 else off
+        off = off[rank * local:(rank + 1) * local]  # one process: the whole batch
         chunk = data[off[:, None] + span]  # (local, block + 1)
         x, y = chunk[:, :-1], chunk[:, 1:]
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
