@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.linear import Linear
+
 
 @dataclass
 class GPTConfig:
@@ -100,8 +102,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = cfg.n_head
         self.dropout = cfg.dropout
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
-        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.c_proj = Linear(cfg.n_embd, cfg.n_embd)
 
     def forward(self, x: torch.Tensor, layer: int, kv_cache: KVCache | None) -> torch.Tensor:
         B, T, C = x.shape
@@ -155,8 +157,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
+        self.c_fc = Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.c_proj = Linear(4 * cfg.n_embd, cfg.n_embd)
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,7 +195,7 @@ class GPT(nn.Module):
             self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
             self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
             self.ln_f = nn.LayerNorm(cfg.n_embd, bias=False)
-            self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+            self.lm_head = Linear(cfg.n_embd, cfg.vocab_size)
         self.to_empty(device="cpu")
         self.lm_head.weight = self.wte.weight  # tie after to_empty, which would untie them
         self._init_weights(generator)
