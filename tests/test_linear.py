@@ -19,7 +19,7 @@ def _pair(rows, k, n, seed=0):
 
 
 @needs_onednn
-@pytest.mark.parametrize("rows,k,n", [((768,), 128, 384), ((12, 64), 512, 128), ((5, 3), 16, 65), ((1,), 8, 8)])
+@pytest.mark.parametrize("rows,k,n", [((768,), 128, 384), ((12, 64), 512, 128), ((130,), 16, 65), ((2, 64), 8, 8)])
 def test_forward_and_gradients_match_float64(rows, k, n):
     x, w = _pair(rows, k, n)
     assert ml.uses_onednn(x, w)
@@ -41,7 +41,7 @@ def test_forward_and_gradients_match_float64(rows, k, n):
 
 @needs_onednn
 def test_agrees_with_f_linear_and_inference_mode():
-    x, w = _pair((4, 10), 32, 96, seed=3)
+    x, w = _pair((4, 40), 32, 96, seed=3)  # 160 rows: oneDNN
     want = F.linear(x, w)
     assert torch.allclose(ml.linear(x, w), want, rtol=1e-5, atol=1e-6)
     with torch.inference_mode():
@@ -49,12 +49,14 @@ def test_agrees_with_f_linear_and_inference_mode():
 
 
 def test_falls_back_outside_fp32_cpu_eager():
-    x, w = _pair((3,), 16, 8)
+    x, w = _pair((ml.MIN_ROWS,), 16, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not ml.uses_onednn(x, w)
         assert ml.linear(x, w).dtype == torch.bfloat16  # autocast's F.linear, not an fp32 product
     assert not ml.uses_onednn(x.double(), w.double())
     assert torch.equal(ml.linear(x.double(), w.double()), F.linear(x.double(), w.double()))
+    few = x[: ml.MIN_ROWS - 1]  # a decode step's few rows: MKL, whose per-call cost is lower
+    assert not ml.uses_onednn(few, w) and torch.equal(ml.linear(few, w), F.linear(few, w))
 
 
 def test_layer_keeps_nn_linear_layout():
@@ -71,7 +73,7 @@ def test_layer_keeps_nn_linear_layout():
 def test_gpt_gradients_equal_the_plain_path(monkeypatch):
     """A whole training step's gradients (tied lm_head included) match the F.linear (MKL) path to fp32 rounding."""
     cfg = GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=32)
-    idx = torch.randint(0, 40, (4, 16), generator=torch.Generator().manual_seed(0))
+    idx = torch.randint(0, 40, (16, 16), generator=torch.Generator().manual_seed(0))  # 240 rows
 
     def grads():
         model = GPT(cfg, torch.Generator().manual_seed(0))
