@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models import decode_attention
 from models.linear import Linear
 
 
@@ -63,7 +64,9 @@ class KVCache:
     """Preallocated keys/values for every layer: k, v of shape (n_layer, B, n_head, block_size, head_dim).
 
     `pos` is the number of tokens already cached (the position of the next token). The model writes
-    layer i's new keys at [pos, pos + T) and advances `pos` by T after the last layer.
+    layer i's new keys at [pos, pos + T) and advances `pos` by T after the last layer. The dtype may be lower than
+    the model's (models/sampling.py keeps an fp16 cache on a CPU): keys and values are rounded as they are stored,
+    and attention over the cache computes in the model's dtype (models/decode_attention.py on a CPU).
     """
 
     def __init__(self, cfg: GPTConfig, batch_size: int, device=None, dtype=None):
@@ -117,36 +120,48 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             pos = kv_cache.pos
-            kv_cache.k[layer, :, :, pos:pos + T] = k
+            kv_cache.k[layer, :, :, pos:pos + T] = k  # stored in the cache's dtype (fp16 on a CPU by default)
             kv_cache.v[layer, :, :, pos:pos + T] = v
-            k = kv_cache.k[layer, :, :, :pos + T]  # (B, H, pos + T, D): cached + new keys
-            v = kv_cache.v[layer, :, :, :pos + T]
-            if T == 1:  # one new token sees every cached position 0..pos: no mask
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-            elif pos == 0:  # plain prefill: the usual causal mask
+            if pos == 0:  # prefill: the usual causal mask over this chunk's own (unrounded) keys and values
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-            else:  # chunk after a cached prefix: new token i (at pos + i) sees keys j <= pos + i
-                rows = torch.arange(T, device=x.device)[:, None] + pos
-                mask = torch.arange(pos + T, device=x.device)[None, :] <= rows  # (T, pos + T) bool
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            else:
+                k = kv_cache.k[layer, :, :, :pos + T]  # (B, H, pos + T, D): cached + new keys
+                v = kv_cache.v[layer, :, :, :pos + T]
+                if T == 1 and x.device.type == "cpu" and k.dtype != q.dtype:
+                    y = decode_attention.attend(q, k, v)  # one compiled kernel reading the half-precision cache
+                elif T == 1:  # one new token sees every cached position 0..pos: no mask
+                    y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), dropout_p=dropout_p)
+                else:  # chunk after a cached prefix: new token i (at pos + i) sees keys j <= pos + i
+                    rows = torch.arange(T, device=x.device)[:, None] + pos
+                    mask = torch.arange(pos + T, device=x.device)[None, :] <= rows  # (T, pos + T) bool
+                    y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask,
+                                                       dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return F.dropout(self.c_proj(y), self.dropout, self.training)
 
-    def step(self, x: torch.Tensor, layer: int, pos: torch.Tensor, mask: torch.Tensor, kv_cache: KVCache):
-        """Static one-token attention (inference): x (B, 1, C) at position pos (0-d long tensor) -> (B, 1, C).
+    def step(self, x: torch.Tensor, layer: int, pos: torch.Tensor, mask: torch.Tensor | None, kv_cache: KVCache,
+             span: int | None = None):
+        """One-token attention for compiled decoding (inference): x (B, 1, C) at position pos (0-d long tensor)
+        -> (B, 1, C). Writes this token's key/value into slot pos of the cache, then attends
 
-        Writes this token's key/value into slot pos of the cache, then attends over all block_size slots with
-        mask (1, block_size) bool = slot <= pos: the slots after pos (zeros or stale keys of an earlier context)
-        get weight exactly 0, and no shape depends on pos."""
+        - span None (static shapes, CUDA graphs): over all block_size slots with mask (1, block_size) bool =
+          slot <= pos, so the slots after pos (zeros or stale keys of an earlier context) get weight exactly 0
+          and no shape depends on pos;
+        - span = pos + 1 (a CPU, compiled with dynamic shapes): over the filled slots only, reading the cache in its
+          own dtype (decode_attention.attention: fp32 math on fp16 keys/values), half the bytes of an fp32 cache."""
         B, _, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, 1, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, 1, D)
         # index_put_ on the whole (n_layer, B, H, block_size, D) cache at [layer, :, :, pos]: compiled, it writes
-        # B·H·D values in place; index_copy_ on the view cache.k[layer] made inductor copy the layer's whole cache.
+        # B·H·D values in place; index_copy_ on the view cache.k[layer] (or a slice assignment at a symbolic
+        # position) made inductor copy the layer's whole cache.
         at = [torch.full((), layer, dtype=torch.long, device=x.device), None, None, pos]
         torch.ops.aten.index_put_(kv_cache.k, at, k[:, :, 0].to(kv_cache.k.dtype))
         torch.ops.aten.index_put_(kv_cache.v, at, v[:, :, 0].to(kv_cache.v.dtype))
-        keys, values = kv_cache.k[layer], kv_cache.v[layer]  # (B, H, block_size, D)
+        if span is not None:
+            y = decode_attention.attention(q, kv_cache.k[layer, :, :, :span], kv_cache.v[layer, :, :, :span])
+            return self.c_proj(y.to(x.dtype).transpose(1, 2).reshape(B, 1, C))
+        keys, values = kv_cache.k[layer].to(q.dtype), kv_cache.v[layer].to(q.dtype)  # (B, H, block_size, D)
         if x.device.type == "cpu" and torch.compiler.is_compiling():
             y = attention_math(q, keys, values, mask)  # (B, H, 1, D), fused by inductor
         else:
@@ -177,8 +192,9 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), layer, kv_cache)
         return x + self.mlp(self.ln_2(x))
 
-    def step(self, x: torch.Tensor, layer: int, pos: torch.Tensor, mask: torch.Tensor, kv_cache: KVCache):
-        x = x + self.attn.step(self.ln_1(x), layer, pos, mask, kv_cache)
+    def step(self, x: torch.Tensor, layer: int, pos: torch.Tensor, mask: torch.Tensor | None, kv_cache: KVCache,
+             span: int | None = None):
+        x = x + self.attn.step(self.ln_1(x), layer, pos, mask, kv_cache, span)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -242,23 +258,28 @@ class GPT(nn.Module):
                                ignore_index=-1, reduction=reduction)
         return loss if reduction == "mean" else loss.view(B, T)
 
-    def decode_step(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache) -> torch.Tensor:
-        """Static-shape one-token step (inference, no dropout): idx (B, 1) long, the tokens at position pos, a
-        0-d long tensor on the model's device with 0 <= pos < block_size (not checked: that would sync with
+    def decode_step(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache,
+                    span: int | None = None) -> torch.Tensor:
+        """One-token step for compiled decoding (inference, no dropout): idx (B, 1) long, the tokens at position
+        pos, a 0-d long tensor on the model's device with 0 <= pos < block_size (not checked: that would sync with
         the host); kv_cache holds positions 0..pos-1. Writes slot pos of every layer's keys/values, leaves
         kv_cache.pos alone (the caller keeps the Python-side count) and returns the next-token logits
         (B, V) float32, upcast under autocast as in forward.
 
-        Equals forward(idx, kv_cache=cache) with cache.pos == pos up to float rounding, but every tensor it
-        touches has a fixed shape (the cache is read over all block_size slots under a mask), so one
-        torch.compile graph serves every step and can be replayed as a CUDA graph."""
+        Equals forward(idx, kv_cache=cache) with cache.pos == pos up to float rounding. With span None every
+        tensor it touches has a fixed shape (the cache is read over all block_size slots under a mask), so one
+        torch.compile graph serves every step and can be replayed as a CUDA graph. With span = pos + 1 (an int)
+        attention reads only the filled slots: compiled with dynamic shapes, one graph still serves every step
+        (span is symbolic), which on a CPU reads half the cache on average (no CUDA graph there to keep static)."""
         if idx.dim() != 2 or idx.size(1) != 1 or kv_cache.k.size(1) != idx.size(0):
             raise ValueError(f"decode_step takes idx (B, 1) for a cache of B rows, got idx {tuple(idx.shape)} "
                              f"and a cache of {kv_cache.k.size(1)} rows")
         x = self.wte(idx) + self.wpe(pos)  # (B, 1, C) + (C,)
-        mask = (torch.arange(self.config.block_size, device=idx.device) <= pos)[None]  # (1, block_size) bool
+        mask = None
+        if span is None:
+            mask = (torch.arange(self.config.block_size, device=idx.device) <= pos)[None]  # (1, block_size) bool
         for i, block in enumerate(self.h):
-            x = block.step(x, i, pos, mask, kv_cache)
+            x = block.step(x, i, pos, mask, kv_cache, span)
         return self.lm_head(self.ln_f(x[:, 0])).float()  # (B, V)
 
     def num_params(self, exclude_position: bool = False) -> int:

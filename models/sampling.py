@@ -49,9 +49,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models import decode_attention
 from models.gpt import KVCache
 
 CHECK_EVERY = 16  # decode steps between host-side "all finished?" checks (each check syncs)
+KV_DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -63,6 +65,7 @@ class SampleConfig:
     batch_size: int = field(default=64, metadata={"help": "documents decoded together"})
     max_batch_memory_mb: int = field(default=0, metadata={"help": "automatic batch size: the most documents whose KV cache and decode buffers fit in this many MiB (estimate from the model's dimensions; never above sample.batch_size); 0 = off"})
     compile: str = field(default="auto", metadata={"help": "torch.compile the one-token decode step (CUDA graphs on CUDA): auto (on CUDA only) | true (also on a CPU) | false"})
+    kv_dtype: str = field(default="auto", metadata={"help": "KV cache dtype: auto (bf16 under CUDA autocast; fp16 on a CPU when sample.compile is on; else fp32, exact: the cached path matches the reference) | fp32 | fp16 | bf16 (on a CPU read by a compiled attention kernel)"})
 
     def __post_init__(self):
         if not self.temperature >= 0:
@@ -79,6 +82,8 @@ class SampleConfig:
             raise ValueError(f"sample.max_batch_memory_mb must be >= 0 (0 = off), got {self.max_batch_memory_mb}")
         if self.compile not in ("auto", "true", "false"):
             raise ValueError(f"sample.compile must be auto, true or false, got {self.compile!r}")
+        if self.kv_dtype not in KV_DTYPES:
+            raise ValueError(f"sample.kv_dtype must be one of {', '.join(KV_DTYPES)}, got {self.kv_dtype!r}")
 
 
 def bytes_per_row(model_cfg, max_new_tokens: int, elem_bytes: int = 4) -> int:
@@ -129,6 +134,20 @@ def sample_next_token(logits: torch.Tensor, temperature: float, top_k: int, top_
     return choice.squeeze(-1)
 
 
+def kv_cache_dtype(cfg: SampleConfig, model: nn.Module, device: torch.device, compiled: bool = False) -> torch.dtype:
+    """The dtype the KV cache is kept in: sample.kv_dtype, or for auto the autocast dtype where autocast is on
+    (bf16 on CUDA), fp16 on a CPU when the decode step is compiled (`compiled`: its graph reads the cache in fp16 and
+    computes in fp32, half the bytes of an fp32 cache), else the model's dtype (fp32: the exact path)."""
+    if cfg.kv_dtype != "auto":
+        return KV_DTYPES[cfg.kv_dtype]
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    model_dtype = next(model.parameters()).dtype
+    if device.type == "cpu" and compiled and model_dtype == torch.float32:
+        return torch.float16
+    return model_dtype
+
+
 def _device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
     """The generator itself if it lives on `device`, else a new one there seeded from it (one draw)."""
     if generator.device.type == device.type:
@@ -145,7 +164,10 @@ class _StaticStep:
     def __init__(self, model: nn.Module, device: torch.device):
         # The unbound function, so that this object (kept in _STATIC) holds no reference to the model.
         self.cuda_graphs = device.type == "cuda"
-        self.fn = torch.compile(type(model).decode_step, mode="reduce-overhead" if self.cuda_graphs else None)
+        if self.cuda_graphs:  # static shapes (all block_size slots under a mask), replayed as one CUDA graph
+            self.fn = torch.compile(type(model).decode_step, mode="reduce-overhead")
+        else:  # attention over the filled slots only (span = pos + 1, symbolic): one graph for every step and batch
+            self.fn = torch.compile(type(model).decode_step, dynamic=True)
         self.failed = False  # compilation failed under sample.compile=auto: this model decodes eagerly
         self.caches: dict[tuple, KVCache] = {}  # (rows, dtype, device) -> cache, least recently used first
         self.pos = self._static(torch.zeros((), dtype=torch.long, device=device))  # 0-d, filled per step
@@ -176,7 +198,7 @@ class _StaticStep:
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's logits are consumed by now
         try:
-            logits = self.fn(model, idx, self.pos, cache)
+            logits = self.fn(model, idx, self.pos, cache, None if self.cuda_graphs else cache.pos + 1)
         except Exception as e:  # noqa: BLE001: any compiler failure (inductor, missing C++ compiler or Triton)
             if strict:
                 raise
@@ -232,14 +254,13 @@ def _decode_batch(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int,
     tokens[:, 0] = eot_id
     length, start = 1, 0  # tokens[:, :length] so far; the model's context is tokens[:, start:length]
     done = torch.zeros(n, dtype=torch.bool, device=device)
-    # Under autocast, keep keys/values in the autocast dtype (what attention consumes anyway).
-    amp = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
     strict = cfg.compile == "true"
     if static is not None and static.failed and not strict:
         static = None  # compiling failed in an earlier batch: eager, without another warning
     cache = None
     if use_cache:
-        cache = static.new_cache(model, n, device, amp) if static else model.new_kv_cache(n, device=device, dtype=amp)
+        kv = kv_cache_dtype(cfg, model, device, compiled=static is not None)
+        cache = static.new_cache(model, n, device, kv) if static else model.new_kv_cache(n, device=device, dtype=kv)
 
     def logits_now(new: torch.Tensor | None) -> torch.Tensor:
         """(n, V) next-token logits for the current context; new: the (n,) tokens just appended, whose
@@ -285,8 +306,8 @@ def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache):
     was_training = model.training
     model.eval()
     docs: list[np.ndarray] = []
-    amp = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-    elem = (amp or next(model.parameters()).dtype).itemsize
+    elem = (kv_cache_dtype(cfg, model, device, compiled=static is not None) if use_cache
+            else next(model.parameters()).dtype).itemsize
     batch_size = auto_batch_size(model.config, cfg, elem)
     try:
         with torch.inference_mode():

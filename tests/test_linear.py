@@ -55,7 +55,7 @@ def test_falls_back_outside_fp32_cpu_eager():
         assert ml.linear(x, w).dtype == torch.bfloat16  # autocast's F.linear, not an fp32 product
     assert not ml.uses_onednn(x.double(), w.double())
     assert torch.equal(ml.linear(x.double(), w.double()), F.linear(x.double(), w.double()))
-    few = x[: ml.MIN_ROWS - 1]  # a decode step's few rows: MKL, whose per-call cost is lower
+    few = x[: ml.MIN_ROWS - 1]  # a few rows: MKL, whose per-call cost is lower
     assert not ml.uses_onednn(few, w) and torch.equal(ml.linear(few, w), F.linear(few, w))
 
 

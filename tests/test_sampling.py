@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import sampling
+from models import decode_attention, sampling
 from models.gpt import GPT, GPTConfig, KVCache
 from models.sampling import (SampleConfig, auto_batch_size, bytes_per_row, decode, generate_documents,
                              generate_reference, sample_next_token)
@@ -168,7 +168,7 @@ def test_restores_training_mode():
 
 def test_greedy_cached_equals_reference_beyond_block_size():
     model = varied_gpt()
-    cfg = SampleConfig(temperature=0.0, max_new_tokens=40, batch_size=2)
+    cfg = SampleConfig(temperature=0.0, max_new_tokens=40, batch_size=2, kv_dtype="fp32")  # fp32: exact
     fast = generate_documents(model, 3, cfg, 7, gen(0))  # EOT = 7
     slow = generate_reference(model, 3, cfg, 7, gen(0))
     assert min(len(d) for d in fast) == 40  # crosses the context cut (at 16 and 24 tokens) three times
@@ -179,7 +179,7 @@ def test_greedy_cached_equals_reference_beyond_block_size():
 @pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (10, 0.9)])
 def test_sampled_cached_equals_reference(top_k, top_p):
     model = varied_gpt()
-    cfg = SampleConfig(temperature=1.0, top_k=top_k, top_p=top_p, max_new_tokens=40, batch_size=3)
+    cfg = SampleConfig(temperature=1.0, top_k=top_k, top_p=top_p, max_new_tokens=40, batch_size=3, kv_dtype="fp32")
     fast = generate_documents(model, 5, cfg, 7, gen(1))  # EOT = 7; 2 batches, the last partial
     slow = generate_reference(model, 5, cfg, 7, gen(1))
     assert max(len(d) for d in fast) > 2 * model.config.block_size
@@ -215,19 +215,21 @@ def test_row_logits_do_not_depend_on_the_batch_with_cache():
 
 def test_decode_fixed_length_greedy_fast_equals_reference():
     model = varied_gpt(1)
-    cfg = SampleConfig(temperature=0.0, max_new_tokens=30, batch_size=8)
+    cfg = SampleConfig(temperature=0.0, max_new_tokens=30, batch_size=8, kv_dtype="fp32")
     fast = decode(model, 8, cfg, 7, gen(0), stop_at_eot=False)
     slow = decode(model, 8, cfg, 7, gen(0), use_cache=False, stop_at_eot=False)
     assert fast.shape == (8, 31)  # every row decodes all 30 steps, EOT or not
     assert torch.equal(fast, slow)
 
 
-@pytest.mark.parametrize("use_cache, compile_opt", [(True, "false"), (False, "false"),
-                                                    pytest.param(True, "true", marks=pytest.mark.slow)])
-def test_sampled_pairs_follow_the_model_distribution(use_cache, compile_opt):
+@pytest.mark.parametrize("use_cache, compile_opt, kv", [(True, "false", "auto"), (False, "false", "auto"),
+                                                        (True, "false", "fp16"),
+                                                        pytest.param(True, "true", "auto", marks=pytest.mark.slow)])
+def test_sampled_pairs_follow_the_model_distribution(use_cache, compile_opt, kv):
     """Chi-square goodness of fit of the first two sampled tokens (a joint over V² cells) against the exact
     tempered distribution computed from full forwards: p(a, b) = τ(p(a | [EOT])) · τ(p(b | [EOT, a])).
-    With compile, the second token's logits come from the compiled static step."""
+    With compile, the second token's logits come from the compiled step (on an fp16 cache); with kv fp16 from
+    the eager step through the compiled half-cache attention kernel."""
     v, T, n = 5, 0.7, 12_000
     model = GPT(GPTConfig(vocab_size=v, block_size=8, n_layer=1, n_head=1, n_embd=16), gen(3)).eval()
     with torch.no_grad():
@@ -239,11 +241,82 @@ def test_sampled_pairs_follow_the_model_distribution(use_cache, compile_opt):
         second = torch.softmax(model(ctx)[:, -1].double() / T, -1)  # (V, V): row a = p(b | a)
     expected = (first[:, None] * second).flatten() * n  # (V²,)
     assert expected.min() > 5 and first.max() > 0.35  # a valid chi-square, on a non-uniform model
-    cfg = SampleConfig(temperature=T, max_new_tokens=2, batch_size=n, compile=compile_opt)
+    cfg = SampleConfig(temperature=T, max_new_tokens=2, batch_size=n, compile=compile_opt, kv_dtype=kv)
     ids = decode(model, n, cfg, EOT, gen(4), use_cache=use_cache, stop_at_eot=False)[:, 1:]  # (n, 2)
     counts = torch.bincount(ids[:, 0] * v + ids[:, 1], minlength=v * v).double()
     chi2 = ((counts - expected) ** 2 / expected).sum().item()
     assert chi2 < 52.6  # 99.9% quantile of chi-square with 24 degrees of freedom
+
+
+# ---- KV cache dtype: the half-precision cache a CPU decodes from by default --------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("B, H, t, D", [(3, 2, 7, 16), (1, 1, 2, 8), (64, 4, 300, 32)])
+def test_decode_attention_kernel_equals_sdpa_on_the_cached_values(dtype, B, H, t, D):
+    g = gen(11)
+    q = torch.randn(B, H, 1, D, generator=g)
+    k, v = (torch.randn(B, H, t, D, generator=g).to(dtype) for _ in range(2))
+    want = torch.nn.functional.scaled_dot_product_attention(q, k.float(), v.float())
+    with torch.inference_mode():
+        got = decode_attention.attend(q, k, v)
+    assert decode_attention.ready() and got.dtype == torch.float32 and got.shape == (B, H, 1, D)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # fp32 math on the cache's values
+
+
+def test_kv_dtype_auto_is_exact_eager_fp16_compiled_on_a_cpu_and_the_autocast_dtype_under_autocast():
+    model, cpu = tiny_gpt(), torch.device("cpu")
+    assert sampling.kv_cache_dtype(SampleConfig(), model, cpu) == torch.float32  # eager: the exact path
+    assert sampling.kv_cache_dtype(SampleConfig(), model, cpu, compiled=True) == torch.float16
+    for name, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]:
+        assert sampling.kv_cache_dtype(SampleConfig(kv_dtype=name), model, cpu) == dtype
+        assert sampling.kv_cache_dtype(SampleConfig(kv_dtype=name), model, cpu, compiled=True) == dtype
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sampling.kv_cache_dtype(SampleConfig(), model, cpu) == torch.bfloat16
+
+
+def test_explicit_half_cache_decodes_through_the_kernel_and_memory_cap_counts_its_bytes():
+    model = tiny_gpt()
+    cfg = SampleConfig(max_new_tokens=12, batch_size=64, max_batch_memory_mb=1, kv_dtype="fp16")
+    b16 = auto_batch_size(model.config, cfg, 2)
+    assert b16 > auto_batch_size(model.config, cfg, 4)  # half the cache bytes per row: more rows under the cap
+    docs = generate_documents(model, 2 * b16 + 1, cfg, EOT, gen(5))
+    assert len(docs) == 2 * b16 + 1 and decode_attention.ready()
+
+
+def test_half_cache_logits_stay_within_its_rounding_of_the_exact_path():
+    """Decoding from an fp16 cache changes next-token logits only by the cache's rounding of keys and values
+    (relative 2^-11): not zero, and several times smaller than with a bf16 cache (2^-8, what bf16 autocast decoding
+    on CUDA rounds everything to). The model has sharp (20x) weights, so errors are larger than a trained model's."""
+    model = varied_gpt(2).eval()
+    x = torch.randint(1, V, (4, 16), generator=gen(6))
+    with torch.inference_mode():
+        exact = model(x)[:, 2:].transpose(0, 1)  # (14, 4, V): the full forward, no cache
+        err = {}
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            cache = model.new_kv_cache(4, dtype=dtype)
+            steps = [model(x[:, :3], kv_cache=cache)[:, -1]]
+            steps += [model(x[:, t:t + 1], kv_cache=cache)[:, -1] for t in range(3, 16)]
+            err[dtype] = (torch.stack(steps) - exact).abs().max().item() / exact.abs().max().item()
+    assert err[torch.float32] < 1e-5
+    assert 0 < err[torch.float16] < err[torch.bfloat16] / 3 and err[torch.float16] < 5e-3  # measured 2.3e-3, 9.3e-3
+
+
+def test_failed_kernel_compile_warns_once_and_falls_back_to_sdpa(monkeypatch):
+    def broken(fn, **kw):
+        def run(*a):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(decode_attention, "_STATE", {})  # forget this process's compiled kernel (restored after)
+    monkeypatch.setattr(torch, "compile", broken)
+    q, k = torch.randn(2, 2, 1, 8), torch.randn(2, 2, 5, 8).half()
+    want = torch.nn.functional.scaled_dot_product_attention(q, k.float(), k.float())
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        torch.testing.assert_close(decode_attention.attend(q, k, k), want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning; the half cache still decodes (SDPA, upcast)
+        assert not decode_attention.ready()
+        torch.testing.assert_close(decode_attention.attend(q, k, k), want)
 
 
 # ---- static decode path (compiled; here mostly with torch.compile as the identity) -----------------------
@@ -269,7 +342,7 @@ def eager_compile(monkeypatch):
 def test_static_path_greedy_equals_reference_beyond_block_size(eager_compile):
     asked, calls = eager_compile
     model = varied_gpt()
-    cfg = SampleConfig(temperature=0.0, max_new_tokens=40, batch_size=2, compile="true")
+    cfg = SampleConfig(temperature=0.0, max_new_tokens=40, batch_size=2, compile="true", kv_dtype="fp32")
     fast = generate_documents(model, 3, cfg, 7, gen(0))  # EOT = 7
     slow = generate_reference(model, 3, cfg, 7, gen(0))
     assert min(len(d) for d in fast) == 40  # crosses the context cut three times
@@ -281,7 +354,8 @@ def test_static_path_greedy_equals_reference_beyond_block_size(eager_compile):
 @pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (10, 0.9)])
 def test_static_path_sampled_equals_reference(eager_compile, top_k, top_p):
     model = varied_gpt()
-    cfg = SampleConfig(temperature=1.0, top_k=top_k, top_p=top_p, max_new_tokens=40, batch_size=3, compile="true")
+    cfg = SampleConfig(temperature=1.0, top_k=top_k, top_p=top_p, max_new_tokens=40, batch_size=3, compile="true",
+                       kv_dtype="fp32")
     fast = generate_documents(model, 5, cfg, 7, gen(1))
     slow = generate_reference(model, 5, cfg, 7, gen(1))
     assert max(len(d) for d in fast) > 2 * model.config.block_size
@@ -290,7 +364,7 @@ def test_static_path_sampled_equals_reference(eager_compile, top_k, top_p):
 
 def test_compile_auto_is_off_on_a_cpu_and_true_needs_decode_step(eager_compile):
     asked, _ = eager_compile
-    generate_documents(tiny_gpt(), 2, SampleConfig(max_new_tokens=5), EOT, gen(0))  # compile="auto"
+    generate_documents(tiny_gpt(), 2, SampleConfig(max_new_tokens=5, kv_dtype="fp32"), EOT, gen(0))  # compile="auto"
     assert asked == []
     with pytest.raises(ValueError, match="sample.compile"):
         generate_documents(StopAfter(n=3), 2, SampleConfig(compile="true"), EOT, gen(0))
@@ -304,7 +378,7 @@ def test_failed_compile_warns_once_and_decodes_eagerly_under_auto(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken)
     model = varied_gpt()
-    cfg = SampleConfig(temperature=0.0, max_new_tokens=20, compile="auto")
+    cfg = SampleConfig(temperature=0.0, max_new_tokens=20, compile="auto", kv_dtype="fp32")
     want = decode(model, 2, cfg, 7, gen(0))
     static = sampling._StaticStep(model, torch.device("cpu"))  # what compile=auto builds on CUDA
     with torch.inference_mode():
@@ -315,7 +389,7 @@ def test_failed_compile_warns_once_and_decodes_eagerly_under_auto(monkeypatch):
             warnings.simplefilter("error")  # the next batch: eager, no second warning
             assert torch.equal(sampling._decode_batch(model, 2, cfg, 7, gen(0), torch.device("cpu"), True,
                                                       static=static), want)
-        strict = SampleConfig(temperature=0.0, max_new_tokens=20, compile="true")
+        strict = SampleConfig(temperature=0.0, max_new_tokens=20, compile="true", kv_dtype="fp32")
         with pytest.raises(RuntimeError, match="no C"):
             sampling._decode_batch(model, 2, strict, 7, gen(0), torch.device("cpu"), True, static=static)
 
@@ -333,8 +407,9 @@ def test_static_path_reuses_its_kv_caches(eager_compile):
 
 @pytest.mark.slow
 def test_compiled_greedy_equals_reference_with_one_graph():
-    """Really compiled (inductor on the CPU): greedy tokens equal the reference across context cuts, and the
-    number of compiled graphs does not grow with the steps or with more batches of the same size."""
+    """Really compiled (inductor on the CPU, attention over the filled slots with a symbolic span): greedy tokens
+    equal the reference across context cuts, and the number of compiled graphs does not grow with the steps or
+    with more batches: one, plus one for the span that covers the whole cache (that slice is contiguous)."""
     from torch._dynamo.utils import counters
 
     model = GPT(GPTConfig(vocab_size=V, block_size=12, n_layer=1, n_head=2, n_embd=24), gen(5))  # its own shapes
@@ -344,13 +419,15 @@ def test_compiled_greedy_equals_reference_with_one_graph():
                 p.mul_(20.0)
     graphs = lambda: counters["stats"]["unique_graphs"]  # noqa: E731
     before = graphs()
-    short = SampleConfig(temperature=0.0, max_new_tokens=3, batch_size=4, compile="true")
+    short = SampleConfig(temperature=0.0, max_new_tokens=3, batch_size=4, compile="true", kv_dtype="fp32")
     decode(model, 4, short, 7, gen(0))
     assert graphs() - before == 1
-    cfg = SampleConfig(temperature=0.0, max_new_tokens=40, batch_size=4, compile="true")
+    cfg = SampleConfig(temperature=0.0, max_new_tokens=40, batch_size=4, compile="true", kv_dtype="fp32")
     fast = generate_documents(model, 8, cfg, 7, gen(0))  # two batches of 4, 39 steps, three context cuts
     slow = generate_reference(model, 8, cfg, 7, gen(0))
-    assert graphs() - before == 1
+    assert graphs() - before == 2  # the second: span == block_size
+    generate_documents(model, 8, cfg, 7, gen(1))
+    assert graphs() - before == 2
     assert min(len(d) for d in fast) == 40 and len(set(fast[0].tolist())) > 3
     assert all(np.array_equal(a, b) for a, b in zip(fast, slow))
 
@@ -369,7 +446,7 @@ def test_auto_batch_size_under_a_memory_cap():
 def test_memory_cap_splits_into_smaller_batches_same_documents():
     model = tiny_gpt()
     capped = SampleConfig(max_new_tokens=12, batch_size=64, max_batch_memory_mb=1)
-    b = auto_batch_size(model.config, capped)
+    b = auto_batch_size(model.config, capped, sampling.kv_cache_dtype(capped, model, torch.device("cpu")).itemsize)
     assert 1 < b < 64  # about 35 kB per row of this tiny model
     docs = generate_documents(model, 70, capped, EOT, gen(5))
     plain = generate_documents(model, 70, SampleConfig(max_new_tokens=12, batch_size=b), EOT, gen(5))
@@ -387,6 +464,7 @@ def test_memory_cap_splits_into_smaller_batches_same_documents():
     ({"batch_size": 0}, "sample.batch_size"),
     ({"max_batch_memory_mb": -1}, "sample.max_batch_memory_mb"),
     ({"compile": "yes"}, "sample.compile"),
+    ({"kv_dtype": "float16"}, "sample.kv_dtype"),
 ])
 def test_config_validation_names_the_option(kw, option):
     with pytest.raises(ValueError, match=option):
