@@ -12,14 +12,18 @@ global RNG is never touched (dropout, off by default, does use the global RNG wh
     nats = model(idx, targets, reduction="none")         # (B, T), nats/token, 0 where target == -1
     cache = model.new_kv_cache(B); model(prompt, kv_cache=cache); model(next_tok, kv_cache=cache)
     logits = model.decode_step(next_tok, pos, cache)       # (B, V) float32; pos a 0-d long tensor
+    logits = model.decode_step(next_tok, pos, cache, span=n)  # the same over the first n = pos + 1 slots only
 
 Two cached paths. `forward` with a cache is dynamic: it writes at the Python int kv_cache.pos and attends
 over the pos + T filled slots, so shapes change every call (right for a prompt of any length). `decode_step`
-is the static one-token step for compiled decoding: the position is a 0-d tensor, the new key/value is
-written in place with index_put_ and attention always spans all block_size slots under the mask `slot <= pos`, so
-every shape is the same at every step: torch.compile traces it once and CUDA can capture it as a graph
-(models/sampling.py decides when).
+is the one-token step for compiled decoding: the position is a 0-d tensor and the new key/value is written in
+place with index_put_. Without `span`, attention spans all block_size slots under the mask `slot <= pos`, so
+every shape is the same at every step: torch.compile traces it once and CUDA can capture it as a graph. With
+`span` (an int, symbolic when compiled with dynamic shapes, as on a CPU) it reads only the filled slots.
+models/sampling.py decides which. The cache may be kept in a lower precision than the model (fp16 on a CPU,
+bf16 under autocast); attention always computes in the model's (or autocast's) dtype.
 
+Linear layers are models/linear.py's (nn.Linear's parameters; fp32 CPU products on oneDNN).
 Device, compile, logging and training live elsewhere. Tested by `pytest tests/test_gpt.py`.
 """
 from __future__ import annotations

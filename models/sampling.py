@@ -12,24 +12,30 @@ to its last block_size // 2 tokens and the cache is rebuilt by prefilling those.
 have the same length, so this happens for the whole batch at once.
 
 Compiled decoding (sample.compile: auto = on CUDA only, true = also on a CPU, false = never): the per-token
-steps go through `torch.compile(GPT.decode_step)`, the model's static-shape one-token step (the position is
-a 0-d tensor; attention spans all block_size cache slots under a mask), in mode "reduce-overhead" on CUDA,
-so that each step replays one CUDA graph, and in the default mode on a CPU. The compiled function is made
-once per model and device (`_STATIC`, weakly keyed: it is freed with the model). Steps never retrace
-(every shape is fixed); the first batch size compiles one graph, a second size one more with a dynamic
-batch dimension, which then serves every size. The prefill and the cache rebuild after a context cut stay on
-the eager dynamic `forward`; the static steps continue from the rebuilt cache's position (cache.pos, kept
-on the Python side). The KV caches of the last two batch sizes are kept with the model's compiled step and
-marked as static addresses, so a CUDA graph reads and writes them in place without re-recording (memory
-held until the model is freed, and up to one partial batch's cache beyond sample.max_batch_memory_mb). A
-CUDA-graph output is overwritten by the next replay: each step's logits are consumed by
-`sample_next_token` before the next step starts. If "auto" fails to compile (no C++ compiler, no Triton),
-decoding warns once and stays eager for that model; "true" lets the error surface.
-On 2 CPU cores (4 × 128 char model, block_size 512, 500 new tokens, medians of 6-8 runs) compiling pays only
-at batch 1: 2.8k -> 4.9k tokens/s; batch 64 17.0k -> 16.3k (two scripts/bench.py runs: 14.4k -> 15.8k and
-12.9k -> 15.4k: an unsteady gain), batch 256 16.4k -> 16.8k, after ~12 s
-of compilation (~2 s with inductor's disk cache warm); the static step reads all 512 slots where the eager
-one reads the filled ones. Hence auto compiles on CUDA only, where per-step launch overhead dominates.
+steps go through `torch.compile(GPT.decode_step)`, the model's one-token step (the position is a 0-d tensor).
+On CUDA it has static shapes (attention spans all block_size cache slots under a mask) and runs in mode
+"reduce-overhead", so that each step replays one CUDA graph. On a CPU it is compiled with dynamic shapes and
+attends over the filled slots only (span = pos + 1, symbolic): one graph serves every step and batch size (a
+batch of 1 and the step whose span covers the whole cache add one each). The compiled function is made once
+per model and device (`_STATIC`, weakly keyed: it is freed with the model). The prefill and the cache rebuild
+after a context cut stay on the eager dynamic `forward`; the compiled steps continue from the rebuilt cache's
+position (cache.pos, kept on the Python side). The KV caches of the last two batch sizes are kept with the
+model's compiled step and, on CUDA, marked as static addresses, so a CUDA graph reads and writes them in place
+without re-recording (memory held until the model is freed, and up to one partial batch's cache beyond
+sample.max_batch_memory_mb). A CUDA-graph output is overwritten by the next replay: each step's logits are
+consumed by `sample_next_token` before the next step starts. If "auto" fails to compile (no C++ compiler, no
+Triton), decoding warns once and stays eager for that model; "true" lets the error surface.
+
+KV cache dtype (sample.kv_dtype, `kv_cache_dtype`): auto keeps keys/values in the autocast dtype on CUDA (bf16),
+in fp16 on a CPU when the step is compiled (the graph reads fp16 and computes in fp32), and otherwise in the model's
+dtype, fp32, where the cached path equals the reference up to float rounding. An explicit fp16/bf16 cache on an
+eager CPU step is read by one compiled attention kernel (models/decode_attention.py). Decoding a batch on a CPU is
+bound by reading the cache (65 MB per step for the bench model at batch 64, average context 250, in fp32), which is
+why the half-precision cache pays. On 2 CPU cores (4 × 128 char model, block_size 512, 500 new tokens, batch 64),
+against HF generate's 7.7-8.2k tokens/s in the same run: eager fp32 17.0k, eager with an fp16 cache 22.7k,
+compiled (fp16 cache) 29.6-30.2k tokens/s, after ~10 s of compilation per process (a few seconds with inductor's
+disk cache warm). Compiling is not the CPU default because short runs and the test suite never earn those
+seconds back; runs that sample millions of tokens should pass --sample.compile=true.
 
 Randomness: one `sample_next_token` call per step for the whole batch (finished rows included), and
 both paths check "all rows finished" only every CHECK_EVERY steps, so the fast path and

@@ -13,19 +13,23 @@ Same model dimensions for every implementation (vocab 65, a char model):
   generate(do_sample=True, use_cache=True, top_k=0, max_new_tokens=N, min_new_tokens=N, no EOS), i.e. pure
   temperature-1 sampling. Batches 1, 64 and the largest whose KV cache fits --mem-cap-mb
   (models.sampling.auto_batch_size). `ours` runs with sample.compile=auto (the decode step compiled and
-  replayed as a CUDA graph on CUDA, eager on a CPU); on a CPU two more rows time it compiled (batch 1 and 64),
-  and one row at batch 64 adds top-k 40 and top-p 0.9, to show what the filters cost. Every row is warmed up
-  by an 8-token decode of the same batch (kernels, compilation, graph capture). On CUDA all run under bf16
-  autocast (logits in fp32).
+  replayed as a CUDA graph on CUDA, eager on a CPU) and sample.kv_dtype=auto (bf16 on CUDA; fp32 eager on a CPU,
+  the exact path); on a CPU more rows time the compiled step (sample.compile=true, which keeps the cache in fp16)
+  at every batch size and the eager step on an fp16 cache at batch 64; one row at batch 64 adds top-k 40 and
+  top-p 0.9, to show what the filters cost. Each row's `kv_dtype` is the cache dtype it decoded with. Every row
+  is warmed up first (kernels, compilation, graph capture): ours and HF by one decode of the same length, so
+  the timed run meets the allocator in its steady state, the full-recompute path by an 8-token decode. On CUDA
+  all run under bf16 autocast (logits in fp32).
 - training, tokens/s and MFU, every row with its `dtype` and `compile`: `ours` = training.trainer.train with its
-  defaults (fused AdamW; on CUDA bf16 autocast, TF32, torch.compile; fp32 eager on a CPU), then on a CPU the
-  options that pay there: compiled fp32, and where the CPU multiplies bf16 natively (AVX512-BF16/AMX) bf16
-  autocast eager and compiled; `hf` = the same GPT2LMHeadModel in a plain loop (forward, cross-entropy, backward,
+  defaults (fused AdamW; on CUDA bf16 autocast, TF32, torch.compile; fp32 eager on a CPU, its linears on
+  oneDNN), then on a CPU the options: compiled fp32 (inductor's own matmuls, MKL), and where the CPU multiplies
+  bf16 natively (AVX512-BF16/AMX) bf16 autocast eager and compiled; `hf` = the same GPT2LMHeadModel in a plain loop (forward, cross-entropy, backward,
   grad-norm clip 1.0, fused AdamW as ours) in each dtype that ours uses, so every ratio compares like with
   like. Each row is timed after a warm-up (which includes compilation; `warmup_s`).
   MFU = model.flops_per_token() (6N + 12·L·C·T, the same formula for both) × tokens/s / peak FLOP/s; the peak
   is --peak-tflops, else on CUDA a table by device name (H100/H200 bf16 dense 989 TFLOP/s), else on the CPU a
-  measured matmul rate in the row's dtype (1024² matmuls on the torch threads in use).
+  measured matmul rate in the row's dtype (1024² matmuls on the torch threads in use, the faster of torch's
+  matmul and models/linear.py's, which for fp32 is oneDNN: ~2x MKL on AMD CPUs).
 - peak memory: CUDA torch.cuda.max_memory_allocated (reset before each row); CPU the peak resident set size
   (RSS, /proc/self/statm polled every 2 ms by a thread; psutil is not needed) above the RSS before the row:
   memory the process had to add for that row. 0 means the row fit in memory the process already held (the
@@ -57,7 +61,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from models.gpt import GPT, GPTConfig  # noqa: E402
-from models.sampling import SampleConfig, auto_batch_size, decode  # noqa: E402
+from models.linear import linear  # noqa: E402
+from models.sampling import SampleConfig, auto_batch_size, decode, kv_cache_dtype  # noqa: E402
 from training.trainer import TrainConfig, train  # noqa: E402
 from training.trainer import peak_flops as trainer_peak_flops  # noqa: E402
 
@@ -125,13 +130,19 @@ def peak_flops(device: torch.device, given_tflops: float | None, dtype: torch.dt
         return peak, (f"table: {name} bf16 dense" if peak else f"unknown GPU {name}; pass --peak-tflops")
     n = 1024
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    reps, t = 0, time.perf_counter()
-    while time.perf_counter() - t < 0.5:
-        a @ b
-        reps += 1
+    rates = {}
+    # torch's own matmul (MKL for fp32, oneDNN for bf16) and models/linear.py's (oneDNN for fp32): the faster is
+    # what this CPU can do, so MFU is never taken against a slow library's rate.
+    for lib, mm in (("torch.matmul", lambda: a @ b), ("models.linear", lambda: linear(a, b))):
+        mm()
+        reps, t = 0, time.perf_counter()
+        while time.perf_counter() - t < 0.5:
+            mm()
+            reps += 1
+        rates[lib] = 2 * n ** 3 * reps / (time.perf_counter() - t)
+    lib = max(rates, key=rates.get)
     name = str(dtype).replace("torch.", "").replace("float32", "fp32").replace("bfloat16", "bf16")
-    return 2 * n ** 3 * reps / (time.perf_counter() - t), f"measured {name} matmul, {torch.get_num_threads()} threads"
+    return rates[lib], f"measured {name} matmul ({lib}), {torch.get_num_threads()} threads"
 
 
 # ---- models ------------------------------------------------------------------------------------------
@@ -162,10 +173,16 @@ def amp_ctx(device: torch.device, dtype: str = "auto"):
 # ---- sampling ----------------------------------------------------------------------------------------
 
 def bench_sample(impl: str, model, batch: int, new: int, device, compile_: str = "auto", top_k: int = 0,
-                 top_p: float = 1.0) -> dict:
-    """Decode `batch` rows × `new` tokens at temperature 1 (ours: sample.compile / top_k / top_p as given)."""
+                 top_p: float = 1.0, kv_dtype: str = "auto") -> dict:
+    """Decode `batch` rows × `new` tokens at temperature 1 (ours: sample.compile / top_k / top_p / kv_dtype as
+    given). The row's kv_dtype is the cache dtype that decoding used (HF: its DynamicCache, in the model's dtype)."""
     compiled = impl == "ours" and (compile_ == "true" or (compile_ == "auto" and device.type == "cuda"))
     row = {"impl": impl, "batch": batch, "new_tokens": new, "compile": compiled, "top_k": top_k, "top_p": top_p}
+    with amp_ctx(device):
+        kv = (kv_cache_dtype(SampleConfig(kv_dtype=kv_dtype), model, device, compiled) if impl == "ours"
+              else torch.get_autocast_dtype(device.type) if device.type == "cuda" else torch.float32)
+    row["kv_dtype"] = str(kv).replace("torch.", "").replace("float32", "fp32").replace("bfloat16", "bf16").replace(
+        "float16", "fp16")
     with peak_memory(device, row), amp_ctx(device), torch.inference_mode():
         sync(device)
         t = time.perf_counter()
@@ -175,7 +192,7 @@ def bench_sample(impl: str, model, batch: int, new: int, device, compile_: str =
                                  top_p=1.0, temperature=1.0, max_new_tokens=new, min_new_tokens=new)
         else:
             cfg = SampleConfig(temperature=1.0, max_new_tokens=new, batch_size=batch, compile=compile_, top_k=top_k,
-                               top_p=top_p)
+                               top_p=top_p, kv_dtype=kv_dtype)
             out = decode(model, batch, cfg, 0, torch.Generator().manual_seed(0), device=device,
                          use_cache=impl == "ours", stop_at_eot=False)
         sync(device)
@@ -317,13 +334,18 @@ def main(argv=None) -> dict:
             # full recompute at hundreds of rows takes minutes on a CPU; the ratio is seen at 64
             if not (impl == "nocache" and b > 64 and not cuda and not args.quick)]
     if not args.quick:
-        if not cuda:  # compiling the decode step is an option on a CPU (auto = CUDA only): where does it pay?
-            plan += [("ours", 1, {"compile_": "true"}), ("ours", 64, {"compile_": "true"})]
+        if not cuda:  # on a CPU compiling is an option (auto = CUDA only): the compiled step on an fp16 cache,
+            # and the eager step on an fp16 cache (its compiled attention kernel)
+            plan += [("ours", b, {"compile_": "true"}) for b in batches]
+            plan.append(("ours", 64, {"kv_dtype": "fp16"}))
         plan.append(("ours", 64, {"top_k": 40, "top_p": 0.9}))  # what the filters cost against pure temperature
     models = {"ours": m_ours, "nocache": m_ours, "hf": m_hf}
     sample = []
     for impl, b, opts in plan:
-        bench_sample(impl, models[impl], b, min(new, 8), device, **opts)  # warm-up: kernels, compile, CUDA graph
+        # Warm-up: kernels, compilation, CUDA graph capture, and for ours and HF one whole decode of the same length,
+        # so that the timed run meets the allocator in its steady state (HF's first long generate after a short
+        # one ran ~3x slower here); the full-recompute path, minutes long at batch 64, warms up on 8 tokens.
+        bench_sample(impl, models[impl], b, min(new, 8) if impl == "nocache" else new, device, **opts)
         sample.append(bench_sample(impl, models[impl], b, new, device, **opts))
         print(f"sample {impl:8s} batch {b:5d} {opts or ''}: {sample[-1]['tokens_per_s']:10.0f} tok/s",
               file=sys.stderr)
@@ -380,14 +402,15 @@ def markdown(r: dict) -> str:
 
     lines = [f"device: {r['device']}; model: {r['model']}; peak {r['peak_flops'] or 0:.3g} FLOP/s "
              f"({r['peak_flops_source']})", "",
-             "| sampling | batch | compiled | top-k / top-p | tokens/s | × nocache | × hf | peak MiB |",
-             "|---|---:|---|---|---:|---:|---:|---:|"]
+             "| sampling | batch | compiled | KV cache | top-k / top-p | tokens/s | × nocache | × hf | peak MiB |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|"]
     by = {(s["impl"], s["batch"]): s["tokens_per_s"] for s in r["sample"]}
     for s in r["sample"]:
         nc, h = by.get(("nocache", s["batch"])), by.get(("hf", s["batch"]))
         ratio = [f"{s['tokens_per_s'] / x:.2f}" if x else "–" for x in (nc, h)]
         filters = "off" if (s.get("top_k", 0), s.get("top_p", 1.0)) == (0, 1.0) else f"{s['top_k']} / {s['top_p']}"
-        lines.append(f"| {s['impl']} | {s['batch']} | {'yes' if s.get('compile') else 'no'} | {filters} | "
+        compiled = "yes" if s.get("compile") else "no"
+        lines.append(f"| {s['impl']} | {s['batch']} | {compiled} | {s.get('kv_dtype', '?')} | {filters} | "
                      f"{s['tokens_per_s']:.0f} | {ratio[0]} | {ratio[1]} | {mib(s['peak_mem_bytes'])} |")
     lines += ["", "| training | dtype | compiled | tokens/s | × hf (same dtype) | MFU | peak MiB |",
               "|---|---|---|---:|---:|---:|---:|"]
