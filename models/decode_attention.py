@@ -16,11 +16,14 @@ context length (a batch or head count of 1 adds one more); inductor writes the c
 so a later process loads it in ~1 s instead of compiling for ~8 s. The first compile runs on a representative
 size (batch 64, 4 heads, 256 positions), since inductor decides from the first shapes how to split the loops over
 threads. Where compilation fails (no C++ compiler), `ready()` is False after one warning and `attend` computes
-the same function with SDPA on the upcast keys and values (slow but correct); models/sampling.py then keeps
-the cache in fp32.
+the same function with SDPA on the upcast keys and values (slow but correct; models/sampling.py only chooses a
+half cache by itself for a compiled decode step, whose graph holds its own copy of this math). Past dynamo's
+recompile limit (8 variants: grad mode, dtype, a batch or head count of 1, ...) dynamo runs `attention` eagerly,
+correct but slower than SDPA.
 
 Numerics: the result equals softmax(q kᵀ/√D) v computed in fp32 on the cache's values; the only approximation
-is the cache's own rounding of k and v (fp16: relative 2⁻¹¹, bf16: 2⁻⁸). Tested by `pytest tests/test_sampling.py`.
+is the cache's own rounding of k and v (fp16: relative 2⁻¹¹, bf16: 2⁻⁸; fp16 overflows beyond 65504, far above
+the keys and values of a layer-normed model). Tested by `pytest tests/test_sampling.py`.
 """
 from __future__ import annotations
 
@@ -48,16 +51,21 @@ def ready() -> bool:
     if "fn" not in _STATE:
         try:
             fn = torch.compile(attention, dynamic=True)
-            with torch.inference_mode():  # the sampler's mode, so its calls reuse this graph
-                q = torch.zeros(64, 4, 1, 32)
-                kv = torch.zeros(64, 4, 256, 32, dtype=torch.float16)
-                fn(q, kv, kv)
+            # Inputs laid out as GPT's cached forward passes them, so that its calls reuse this graph: the sampler's
+            # inference mode, q a head view of the fused qkv projection, k and v two distinct caches' first 256
+            # of 512 slots (one tensor for both, or contiguous ones, would be guarded on and compiled again).
+            with torch.inference_mode():
+                B, H, D, S = 64, 4, 32, 512
+                q = torch.zeros(B, 1, 3 * H * D)[..., : H * D].view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
+                k, v = (torch.zeros(1, B, H, S, D, dtype=torch.float16)[0, :, :, : S // 2] for _ in range(2))
+                fn(q, k, v)
             _STATE["fn"] = fn
         except Exception as e:  # noqa: BLE001: any compiler failure (no C++ compiler, inductor error)
             _STATE["fn"] = None
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            warnings.warn(f"compiling the half-precision KV-cache attention failed, sampling keeps an fp32 cache "
-                          f"({type(e).__name__}: {first})", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"compiling the half-precision KV-cache attention failed; a half-precision cache is read "
+                          f"through SDPA on upcast keys and values instead (slow) ({type(e).__name__}: {first})",
+                          RuntimeWarning, stacklevel=2)
     return _STATE["fn"] is not None
 
 

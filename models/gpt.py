@@ -69,8 +69,8 @@ class KVCache:
 
     `pos` is the number of tokens already cached (the position of the next token). The model writes
     layer i's new keys at [pos, pos + T) and advances `pos` by T after the last layer. The dtype may be lower than
-    the model's (models/sampling.py keeps an fp16 cache on a CPU): keys and values are rounded as they are stored,
-    and attention over the cache computes in the model's dtype (models/decode_attention.py on a CPU).
+    the model's (sample.kv_dtype; fp16 for a compiled CPU decode step): keys and values are rounded as they are
+    stored, and attention over the cache computes in the model's dtype (models/decode_attention.py on a CPU).
     """
 
     def __init__(self, cfg: GPTConfig, batch_size: int, device=None, dtype=None):
@@ -124,14 +124,14 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             pos = kv_cache.pos
-            kv_cache.k[layer, :, :, pos:pos + T] = k  # stored in the cache's dtype (fp16 on a CPU by default)
+            kv_cache.k[layer, :, :, pos:pos + T] = k  # rounded to the cache's dtype if lower (sample.kv_dtype)
             kv_cache.v[layer, :, :, pos:pos + T] = v
             if pos == 0:  # prefill: the usual causal mask over this chunk's own (unrounded) keys and values
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
             else:
                 k = kv_cache.k[layer, :, :, :pos + T]  # (B, H, pos + T, D): cached + new keys
                 v = kv_cache.v[layer, :, :, :pos + T]
-                if T == 1 and x.device.type == "cpu" and k.dtype != q.dtype:
+                if T == 1 and x.device.type == "cpu" and k.dtype != q.dtype and dropout_p == 0:
                     y = decode_attention.attend(q, k, v)  # one compiled kernel reading the half-precision cache
                 elif T == 1:  # one new token sees every cached position 0..pos: no mask
                     y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), dropout_p=dropout_p)

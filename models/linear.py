@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 def _onednn_op():
@@ -57,6 +58,7 @@ class _OneDNNLinear(torch.autograd.Function):
         return _mm_t(x, w)
 
     @staticmethod
+    @once_differentiable  # the backward's products are not themselves differentiated (no double backward)
     def backward(ctx, g: torch.Tensor):
         x, w = ctx.saved_tensors
         g2 = g.reshape(-1, g.size(-1))  # (M, N): every row of every batch element

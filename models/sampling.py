@@ -55,7 +55,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models import decode_attention
 from models.gpt import KVCache
 
 CHECK_EVERY = 16  # decode steps between host-side "all finished?" checks (each check syncs)
@@ -71,7 +70,7 @@ class SampleConfig:
     batch_size: int = field(default=64, metadata={"help": "documents decoded together"})
     max_batch_memory_mb: int = field(default=0, metadata={"help": "automatic batch size: the most documents whose KV cache and decode buffers fit in this many MiB (estimate from the model's dimensions; never above sample.batch_size); 0 = off"})
     compile: str = field(default="auto", metadata={"help": "torch.compile the one-token decode step (CUDA graphs on CUDA): auto (on CUDA only) | true (also on a CPU) | false"})
-    kv_dtype: str = field(default="auto", metadata={"help": "KV cache dtype: auto (bf16 under CUDA autocast; fp16 on a CPU when sample.compile is on; else fp32, exact: the cached path matches the reference) | fp32 | fp16 | bf16 (on a CPU read by a compiled attention kernel)"})
+    kv_dtype: str = field(default="auto", metadata={"help": "KV cache dtype: auto (bf16 under CUDA autocast; fp16 on a CPU when sample.compile is on; else fp32, exact: the cached path matches the reference) | fp32 | fp16 | bf16 (on a CPU an eager step reads a half cache through a compiled attention kernel, even with sample.compile=false)"})
 
     def __post_init__(self):
         if not self.temperature >= 0:

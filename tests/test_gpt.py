@@ -1,7 +1,8 @@
 """Tests for models/gpt.py: shapes, losses, deterministic init, exact KV cache, the static decode step, config
 validation.
 
-Run: `cd /work/main && python -m pytest tests/test_gpt.py -q` (CPU, fp32, tiny model, a few seconds).
+Run: `cd /work/main && python -m pytest tests/test_gpt.py -q` (CPU, tiny model, a few seconds; the fp16-cache case
+compiles models/decode_attention.py's kernel, ~8 s once per process, or falls back to SDPA without a compiler).
 """
 import math
 
@@ -107,7 +108,7 @@ def test_kv_cache_chunks_then_single_tokens_match_full_forward():
 @pytest.mark.parametrize("spanned, dtype", [(False, torch.float32), (True, torch.float32), (True, torch.float16)])
 def test_decode_step_equals_dynamic_cached_forward_up_to_the_last_slot(spanned, dtype):
     """Static (all slots, masked) and spanned (filled slots only) steps, on an fp32 cache and on the fp16 cache a
-    CPU samples from: the same logits as the dynamic cached forward on the same cache."""
+    compiled CPU step samples from: the same logits as the dynamic cached forward on the same cache."""
     model = tiny()
     x = ids(3, 16, seed=8)
     dyn, static = model.new_kv_cache(3, dtype=dtype), model.new_kv_cache(3, dtype=dtype)

@@ -48,6 +48,17 @@ def test_agrees_with_f_linear_and_inference_mode():
         assert torch.allclose(ml.linear(x, w), want, rtol=1e-5, atol=1e-6)
 
 
+@needs_onednn
+def test_second_derivatives_are_refused_not_wrong():
+    """The backward is written with oneDNN products that are not themselves differentiated: asking for a graph of
+    the gradient raises instead of silently returning a wrong second derivative."""
+    x, w = _pair((128,), 8, 4)
+    w.requires_grad_(True)
+    (gw,) = torch.autograd.grad(ml.linear(x, w).pow(2).sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiable"):
+        gw.sum().backward()
+
+
 def test_falls_back_outside_fp32_cpu_eager():
     x, w = _pair((ml.MIN_ROWS,), 16, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):

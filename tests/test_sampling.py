@@ -1,9 +1,10 @@
 """Tests for models/sampling.py: next-token rule, stopping, KV-cache decoding vs the slow reference, the static
 (compiled) decode path.
 
-Run: `cd /work/main && python -m pytest tests/test_sampling.py -q` (CPU, fp32, tiny models, a few seconds); the
-tests that really torch.compile (inductor, a C++ compiler; ~5-15 s each) with `-m slow`. The fast ones run the
-static path with torch.compile replaced by the identity, i.e. GPT.decode_step eagerly.
+Run: `cd /work/main && python -m pytest tests/test_sampling.py -q` (CPU, tiny models, a few seconds, plus ~8 s
+once to compile the half-cache attention kernel; its tests skip where inductor has no C++ compiler); the tests
+that compile a whole decode step (~5-15 s each) with `-m slow`. The fast ones run the compiled-step path with
+torch.compile replaced by the identity, i.e. GPT.decode_step eagerly.
 """
 import warnings
 
@@ -248,19 +249,37 @@ def test_sampled_pairs_follow_the_model_distribution(use_cache, compile_opt, kv)
     assert chi2 < 52.6  # 99.9% quantile of chi-square with 24 degrees of freedom
 
 
-# ---- KV cache dtype: the half-precision cache a CPU decodes from by default --------------------------------
+# ---- KV cache dtype: the half-precision cache of a compiled CPU step, or chosen with sample.kv_dtype ---------
+
+@pytest.fixture
+def half_kernel():
+    """The compiled half-cache attention kernel (compiled once per process, ~8 s cold): skip where it cannot be."""
+    if not decode_attention.ready():
+        pytest.skip("torch.compile cannot build the CPU kernel here (no C++ compiler?)")
+
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("B, H, t, D", [(3, 2, 7, 16), (1, 1, 2, 8), (64, 4, 300, 32)])
-def test_decode_attention_kernel_equals_sdpa_on_the_cached_values(dtype, B, H, t, D):
+def test_decode_attention_kernel_equals_sdpa_on_the_cached_values(half_kernel, dtype, B, H, t, D):
     g = gen(11)
     q = torch.randn(B, H, 1, D, generator=g)
     k, v = (torch.randn(B, H, t, D, generator=g).to(dtype) for _ in range(2))
     want = torch.nn.functional.scaled_dot_product_attention(q, k.float(), v.float())
     with torch.inference_mode():
         got = decode_attention.attend(q, k, v)
-    assert decode_attention.ready() and got.dtype == torch.float32 and got.shape == (B, H, 1, D)
+    assert got.dtype == torch.float32 and got.shape == (B, H, 1, D)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # fp32 math on the cache's values
+
+
+def test_decode_attention_warm_compile_serves_the_sampler_without_recompiling(half_kernel):
+    """ready() compiles on inputs laid out as the sampler's, so sampling from an fp16 cache adds no graph (as long
+    as no step attends over the whole cache, whose slice is contiguous: block_size 64 > 40 tokens here)."""
+    from torch._dynamo.utils import counters
+
+    model = GPT(GPTConfig(vocab_size=V, block_size=64, n_layer=2, n_head=2, n_embd=32), gen(0))
+    before = counters["stats"]["unique_graphs"]
+    generate_documents(model, 6, SampleConfig(max_new_tokens=40, batch_size=3, kv_dtype="fp16"), EOT, gen(0))
+    assert counters["stats"]["unique_graphs"] == before
 
 
 def test_kv_dtype_auto_is_exact_eager_fp16_compiled_on_a_cpu_and_the_autocast_dtype_under_autocast():
@@ -274,13 +293,28 @@ def test_kv_dtype_auto_is_exact_eager_fp16_compiled_on_a_cpu_and_the_autocast_dt
         assert sampling.kv_cache_dtype(SampleConfig(), model, cpu) == torch.bfloat16
 
 
-def test_explicit_half_cache_decodes_through_the_kernel_and_memory_cap_counts_its_bytes():
+def test_explicit_half_cache_decodes_through_the_kernel_and_memory_cap_counts_its_bytes(half_kernel, monkeypatch):
     model = tiny_gpt()
     cfg = SampleConfig(max_new_tokens=12, batch_size=64, max_batch_memory_mb=1, kv_dtype="fp16")
     b16 = auto_batch_size(model.config, cfg, 2)
     assert b16 > auto_batch_size(model.config, cfg, 4)  # half the cache bytes per row: more rows under the cap
+    rows, kernel_calls = [], [0]
+    decode_batch, attend = sampling._decode_batch, decode_attention.attend
+
+    def spy_batch(model, n, *a, **kw):
+        rows.append(n)
+        return decode_batch(model, n, *a, **kw)
+
+    def spy_attend(q, k, v):
+        assert k.dtype == v.dtype == torch.float16 and q.dtype == torch.float32
+        kernel_calls[0] += 1
+        return attend(q, k, v)
+
+    monkeypatch.setattr(sampling, "_decode_batch", spy_batch)
+    monkeypatch.setattr(decode_attention, "attend", spy_attend)
     docs = generate_documents(model, 2 * b16 + 1, cfg, EOT, gen(5))
-    assert len(docs) == 2 * b16 + 1 and decode_attention.ready()
+    assert len(docs) == 2 * b16 + 1 and rows == [b16, b16, 1]  # batches sized for a 2-byte cache
+    assert kernel_calls[0] > 0  # every one-token step after the prefill reads the fp16 cache through the kernel
 
 
 def test_half_cache_logits_stay_within_its_rounding_of_the_exact_path():
