@@ -93,10 +93,10 @@ def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: t
     """Attention written out: softmax(q kᵀ / √D, only where `allowed`) v, for q (B, H, T, D), k and v (B, H, S, D),
     allowed bool (T, S) or broadcastable. The same function as SDPA with that boolean mask.
 
-    Used when torch.compile traces the model on a CPU: inductor fuses scale, mask and softmax into one loop around
-    two batched matmuls, which on 2 CPU cores trained the 4 × 128 char model (T = 64) 1.7× faster in bf16 and
-    1.04× in fp32 than compiling around the CPU flash kernel, and made a compiled decode step 1.2-1.7× faster.
-    Eager CPU and CUDA keep SDPA (flash attention on the GPU)."""
+    Used when torch.compile traces the training forward on a CPU: inductor fuses scale, mask and softmax into one
+    loop around two batched matmuls, which on 2 CPU cores trained the 4 × 128 char model (T = 64) 1.7× faster in
+    bf16 and 1.04× in fp32 than compiling around the CPU flash kernel. Eager CPU and CUDA keep SDPA (flash
+    attention on the GPU); a compiled CPU decode step uses decode_attention.attention over the filled slots."""
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
     att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
     if dropout_p > 0:
@@ -163,12 +163,10 @@ class CausalSelfAttention(nn.Module):
         torch.ops.aten.index_put_(kv_cache.k, at, k[:, :, 0].to(kv_cache.k.dtype))
         torch.ops.aten.index_put_(kv_cache.v, at, v[:, :, 0].to(kv_cache.v.dtype))
         if span is not None:
-            y = decode_attention.attention(q, kv_cache.k[layer, :, :, :span], kv_cache.v[layer, :, :, :span])
-            return self.c_proj(y.to(x.dtype).transpose(1, 2).reshape(B, 1, C))
-        keys, values = kv_cache.k[layer].to(q.dtype), kv_cache.v[layer].to(q.dtype)  # (B, H, block_size, D)
-        if x.device.type == "cpu" and torch.compiler.is_compiling():
-            y = attention_math(q, keys, values, mask)  # (B, H, 1, D), fused by inductor
+            keys, values = kv_cache.k[layer, :, :, :span], kv_cache.v[layer, :, :, :span]  # (B, H, span, D)
+            y = decode_attention.attention(q, keys, values).to(x.dtype)  # (B, H, 1, D)
         else:
+            keys, values = kv_cache.k[layer].to(q.dtype), kv_cache.v[layer].to(q.dtype)  # (B, H, block_size, D)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, 1, D)
         return self.c_proj(y.transpose(1, 2).reshape(B, 1, C))
 

@@ -47,6 +47,7 @@ Tested by `pytest tests/test_sampling.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -182,14 +183,14 @@ class _StaticStep:
             torch._dynamo.mark_static_address(t)
         return t
 
-    def new_cache(self, model: nn.Module, n: int, device: torch.device, dtype) -> KVCache:
+    def new_cache(self, model: nn.Module, n: int, device: torch.device, dtype: torch.dtype) -> KVCache:
         """A kept cache of n rows of this dtype on this device, else a new one (kept in place of the oldest)."""
-        key = (n, dtype or next(model.parameters()).dtype, device)
+        key = (n, dtype, device)
         cache = self.caches.pop(key, None)
         if cache is None:
             while len(self.caches) >= self.KEEP:
                 self.caches.pop(next(iter(self.caches)))  # free before allocating
-            cache = model.new_kv_cache(n, device=device, dtype=key[1])
+            cache = model.new_kv_cache(n, device=device, dtype=dtype)
             self._static(cache.k)
             self._static(cache.v)
         self.caches[key] = cache  # now the most recently used
@@ -300,28 +301,36 @@ def _decode_batch(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int,
     return tokens[:, :length]
 
 
-def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache):
-    if n_docs < 0:
-        raise ValueError(f"number of documents must be >= 0, got {n_docs}")
-    if not 0 <= eot_id < model.config.vocab_size:
-        raise ValueError(f"eot_id {eot_id} is outside the vocabulary of size {model.config.vocab_size}")
+@contextlib.contextmanager
+def _decoding(model: nn.Module, cfg: SampleConfig, generator: torch.Generator, device, use_cache: bool):
+    """One sampling call's setup: yields (device, generator, compiled step or None) with the device defaulting to
+    the model's, the generator moved there, and the model in eval and inference mode (its mode restored after)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     generator = _device_generator(generator, device)
     static = _static_step(model, cfg, device) if use_cache else None
     was_training = model.training
     model.eval()
-    docs: list[np.ndarray] = []
-    elem = (kv_cache_dtype(cfg, model, device, compiled=static is not None) if use_cache
-            else next(model.parameters()).dtype).itemsize
-    batch_size = auto_batch_size(model.config, cfg, elem)
     try:
         with torch.inference_mode():
-            for first in range(0, n_docs, batch_size):
-                n = min(batch_size, n_docs - first)
-                ids = _decode_batch(model, n, cfg, eot_id, generator, device, use_cache, static=static)
-                docs.extend(_to_documents(ids, eot_id))
+            yield device, generator, static
     finally:
         model.train(was_training)
+
+
+def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache):
+    if n_docs < 0:
+        raise ValueError(f"number of documents must be >= 0, got {n_docs}")
+    if not 0 <= eot_id < model.config.vocab_size:
+        raise ValueError(f"eot_id {eot_id} is outside the vocabulary of size {model.config.vocab_size}")
+    docs: list[np.ndarray] = []
+    with _decoding(model, cfg, generator, device, use_cache) as (device, generator, static):
+        elem = (kv_cache_dtype(cfg, model, device, compiled=static is not None) if use_cache
+                else next(model.parameters()).dtype).itemsize
+        batch_size = auto_batch_size(model.config, cfg, elem)
+        for first in range(0, n_docs, batch_size):
+            n = min(batch_size, n_docs - first)
+            ids = _decode_batch(model, n, cfg, eot_id, generator, device, use_cache, static=static)
+            docs.extend(_to_documents(ids, eot_id))
     return docs
 
 
@@ -338,16 +347,8 @@ def decode(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int, generator: 
     use_cache=False is the full-recompute path (nanoGPT's way); stop_at_eot=False decodes exactly
     max_new_tokens steps whatever is sampled (what scripts/bench.py times). cfg.compile applies as in
     generate_documents."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    generator = _device_generator(generator, device)
-    static = _static_step(model, cfg, device) if use_cache else None
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            return _decode_batch(model, n, cfg, eot_id, generator, device, use_cache, stop_at_eot, static)
-    finally:
-        model.train(was_training)
+    with _decoding(model, cfg, generator, device, use_cache) as (device, generator, static):
+        return _decode_batch(model, n, cfg, eot_id, generator, device, use_cache, stop_at_eot, static)
 
 
 def generate_reference(model: nn.Module, n_docs: int, cfg: SampleConfig, eot_id: int,

@@ -23,9 +23,10 @@ Same model dimensions for every implementation (vocab 65, a char model):
 - training, tokens/s and MFU, every row with its `dtype` and `compile`: `ours` = training.trainer.train with its
   defaults (fused AdamW; on CUDA bf16 autocast, TF32, torch.compile; fp32 eager on a CPU, its linears on
   oneDNN), then on a CPU the options: compiled fp32 (inductor's own matmuls, MKL), and where the CPU multiplies
-  bf16 natively (AVX512-BF16/AMX) bf16 autocast eager and compiled; `hf` = the same GPT2LMHeadModel in a plain loop (forward, cross-entropy, backward,
-  grad-norm clip 1.0, fused AdamW as ours) in each dtype that ours uses, so every ratio compares like with
-  like. Each row is timed after a warm-up (which includes compilation; `warmup_s`).
+  bf16 natively (AVX512-BF16/AMX) bf16 autocast eager and compiled; `hf` = the same GPT2LMHeadModel in a plain
+  loop (forward, cross-entropy, backward, grad-norm clip 1.0, fused AdamW as ours) in each dtype that ours uses,
+  so every ratio compares like with like. Each row is timed after a warm-up (which includes compilation;
+  `warmup_s`).
   MFU = model.flops_per_token() (6N + 12·L·C·T, the same formula for both) × tokens/s / peak FLOP/s; the peak
   is --peak-tflops, else on CUDA a table by device name (H100/H200 bf16 dense 989 TFLOP/s), else on the CPU a
   measured matmul rate in the row's dtype (1024² matmuls on the torch threads in use, the faster of torch's
@@ -141,8 +142,12 @@ def peak_flops(device: torch.device, given_tflops: float | None, dtype: torch.dt
             reps += 1
         rates[lib] = 2 * n ** 3 * reps / (time.perf_counter() - t)
     lib = max(rates, key=rates.get)
-    name = str(dtype).replace("torch.", "").replace("float32", "fp32").replace("bfloat16", "bf16")
-    return rates[lib], f"measured {name} matmul ({lib}), {torch.get_num_threads()} threads"
+    return rates[lib], f"measured {short_dtype(dtype)} matmul ({lib}), {torch.get_num_threads()} threads"
+
+
+def short_dtype(dtype: torch.dtype) -> str:
+    """torch.float32 -> fp32, torch.bfloat16 -> bf16, torch.float16 -> fp16."""
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 # ---- models ------------------------------------------------------------------------------------------
@@ -181,8 +186,7 @@ def bench_sample(impl: str, model, batch: int, new: int, device, compile_: str =
     with amp_ctx(device):
         kv = (kv_cache_dtype(SampleConfig(kv_dtype=kv_dtype), model, device, compiled) if impl == "ours"
               else torch.get_autocast_dtype(device.type) if device.type == "cuda" else torch.float32)
-    row["kv_dtype"] = str(kv).replace("torch.", "").replace("float32", "fp32").replace("bfloat16", "bf16").replace(
-        "float16", "fp16")
+    row["kv_dtype"] = short_dtype(kv)
     with peak_memory(device, row), amp_ctx(device), torch.inference_mode():
         sync(device)
         t = time.perf_counter()

@@ -431,12 +431,12 @@ def test_failed_compile_warns_once_and_decodes_eagerly_under_auto(monkeypatch):
 def test_static_path_reuses_its_kv_caches(eager_compile):
     model = tiny_gpt()
     static = sampling._StaticStep(model, torch.device("cpu"))
-    a = static.new_cache(model, 4, torch.device("cpu"), None)
+    a = static.new_cache(model, 4, torch.device("cpu"), torch.float32)
     a.pos = 3
-    b = static.new_cache(model, 2, torch.device("cpu"), None)
-    assert static.new_cache(model, 4, torch.device("cpu"), None) is a and a.pos == 0  # same tensors, reset
-    static.new_cache(model, 5, torch.device("cpu"), None)  # a third size evicts the least recently used (2)
-    assert static.new_cache(model, 2, torch.device("cpu"), None) is not b and len(static.caches) == 2
+    b = static.new_cache(model, 2, torch.device("cpu"), torch.float32)
+    assert static.new_cache(model, 4, torch.device("cpu"), torch.float32) is a and a.pos == 0  # same tensors, reset
+    static.new_cache(model, 5, torch.device("cpu"), torch.float32)  # a third size evicts the least recently used (2)
+    assert static.new_cache(model, 2, torch.device("cpu"), torch.float32) is not b and len(static.caches) == 2
 
 
 @pytest.mark.slow

@@ -3,8 +3,9 @@
 AdamW (decay on matrices only), linear warmup then cosine decay to `min_lr_ratio`·lr, gradient clipping.
 Batches are random windows of block_size + 1 tokens read from the stream, which lives on the device; window
 offsets come from the caller's torch.Generator, so a run is reproducible from its seed. Fused AdamW everywhere;
-on CUDA bf16 autocast, TF32 matmuls and torch.compile by default. On a CPU both are options: where the CPU has
-native bf16 matmuls, --train.dtype=bf16 --train.compile=true trains ~2× faster once compiled (scripts/bench.py).
+on CUDA bf16 autocast, TF32 matmuls and torch.compile by default. On a CPU both are options (the fp32 default's
+linears run on oneDNN, models/linear.py): where the CPU has native bf16 matmuls, --train.dtype=bf16
+--train.compile=true trains ~1.6× faster than the fp32 default once compiled (scripts/bench.py).
 Under torchrun the model is wrapped in DDP (training/distributed.py). The inner loop never syncs with the host
 except at log steps, where the loss is read. The result includes MFU (model FLOP utilisation: model.flops_per_token() ×
 tokens/s / the device's peak FLOP/s) when the peak is known. Tested in tests/test_trainer.py.
@@ -107,7 +108,7 @@ def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -143,7 +144,7 @@ def train(model: torch.nn.Module, ids: np.ndarray, cfg: TrainConfig, generator: 
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     fwd = torch.compile(net) if compile_on else net
-    opt = make_optimizer(model, cfg, device)
+    opt = make_optimizer(model, cfg)
     model.train()
     loss_sum = torch.zeros((), device=device)  # running sum between log steps, read only at log steps
     n_in_sum, last = 0, float("nan")
