@@ -1,43 +1,57 @@
-"""One new token's attention over a half-precision KV cache on a CPU, as one compiled kernel.
+"""One new token's attention over a KV cache on a CPU: the CPU sampler's hot loop, on the fastest kernel here.
 
-    y = attend(q, k, v)   # q (B, H, 1, D) fp32; k, v (B, H, t, D) fp16, bf16 or fp32 -> y (B, H, 1, D) fp32
-    ready()               # True once the compiled kernel has run here (compiled at most once per process)
+    y = attend(q, k, v)   # q (B, H, 1, D) fp32; k, v (B, H, t, D) fp32, fp16 or bf16 -> y (B, H, 1, D) fp32
+    kernel()              # which kernel a half cache goes to here: "native" | "compiled" | "sdpa" (builds on first call)
+    in_graph(q, k, v)     # the same, for code that torch.compile traces (GPT.decode_step on a CPU)
 
 Why: decoding a batch on a CPU is bound by reading the KV cache. At batch 64 the 4 × 128 char model reads
-2 · 4 layers · 64 rows · t · 128 channels per token, 65 MB at the average context of 250 in fp32, while its
-matmuls are ~100 MFLOP. A half-precision cache halves those bytes, but torch's eager CPU kernels are slow in
-fp16/bf16 (SDPA on a bf16 cache ran at 7 GB/s against 64 GB/s in fp32 here). This kernel is written out so
-that inductor fuses it into one loop nest per call: it reads each cached key and value once as fp16/bf16,
-converts in registers and does every sum, the softmax and the weighted sum in fp32. On 2 cores it decoded the
-bench model at batch 64 ~1.4× faster than SDPA over an fp32 cache (scripts/bench.py).
+2 · 4 layers · 64 rows · t · 128 channels per token, 65 MB at the average context of 250 in fp32 (33 MB in fp16),
+against ~100 MFLOP of matmuls. torch's kernels read it slowly: SDPA over an fp32 cache slice at ~35-55 GB/s on the
+2-core bench machine, over a bf16 one at 7 GB/s; inductor's loop for the fp16 math below at ~35 GB/s.
 
-The kernel is compiled with dynamic shapes: one compiled graph serves every batch size, head count, head size and
-context length (a batch or head count of 1 adds one more); inductor writes the compiled code to its disk cache,
-so a later process loads it in ~1 s instead of compiling for ~8 s. The first compile runs on a representative
-size (batch 64, 4 heads, 256 positions), since inductor decides from the first shapes how to split the loops over
-threads. Where compilation fails (no C++ compiler), `ready()` is False after one warning and `attend` computes
-the same function with SDPA on the upcast keys and values (slow but correct; models/sampling.py only chooses a
-half cache by itself for a compiled decode step, whose graph holds its own copy of this math). Past dynamo's
-recompile limit (8 variants: grad mode, dtype, a batch or head count of 1, ...) dynamo runs `attention` eagerly,
-correct but slower than SDPA.
+The kernels, the first that works here:
 
-Numerics: the result equals softmax(q kᵀ/√D) v computed in fp32 on the cache's values; the only approximation
-is the cache's own rounding of k and v (fp16: relative 2⁻¹¹, bf16: 2⁻⁸; fp16 overflows beyond 65504, far above
-the keys and values of a layer-normed model). Tested by `pytest tests/test_sampling.py`.
+1. "native": models/decode_attention.c, AVX-512 by hand (16 positions' scores reduced at once), for fp32, fp16 and
+   bf16 caches; ~2× inductor's loop on an fp16 cache and ~1.9× SDPA on an fp32 one (the 4 layers of the bench model
+   at batch 64 and t = 250: 0.48 vs 1.02 ms, and 1.21 vs 2.25 ms). Built by models/cbuild.py with the system C
+   compiler at first use (~0.3 s, then cached per machine) on x86-64 CPUs that have AVX-512F, for head sizes that
+   are multiples of 16 up to 256. It is also the custom op torch.ops.closedloop.decode_attention, which
+   GPT.decode_step's compiled graph calls (models/sampling.py loads the library before compiling).
+2. "compiled": `attention` below compiled by inductor with dynamic shapes, for half caches where there is no native
+   kernel (ARM, x86 without AVX-512, other head sizes): ~8 s to compile once per process (~1 s with inductor's
+   disk cache warm), warmed on a representative size (batch 64, 4 heads, 256 positions) laid out as the sampler
+   passes it. An fp32 cache without the native kernel goes to SDPA, never to a compile.
+3. "sdpa": SDPA on the upcast keys and values, where nothing compiles (one warning); correct but slow.
+
+Numerics: every kernel computes softmax(q kᵀ/√D) v in fp32 on the cache's own values; the only approximation is the
+cache's rounding of k and v (fp16: relative 2⁻¹¹, bf16: 2⁻⁸; fp16 overflows beyond 65504, far above the keys and
+values of a layer-normed model). The kernels differ from each other only in fp32 summation order (~1e-7).
+Past dynamo's recompile limit (8 variants) the compiled kernel runs `attention` eagerly, correct but slow.
+Set CLOSEDLOOP_NATIVE=0 to skip the native kernel. Tested by `pytest tests/test_decode_attention.py`.
 """
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import platform
 import warnings
 
 import torch
 import torch.nn.functional as F
 
-_STATE: dict = {}  # "fn": the compiled kernel (None where compilation failed), set by ready()
+from models import cbuild
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "decode_attention.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp")
+_STATE: dict = {}  # "native": {dtype: C function} or None (set by native()); "fn": compiled kernel or None (_compiled())
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+_SYMBOLS = {torch.float32: "decode_attention_f32", torch.float16: "decode_attention_f16",
+            torch.bfloat16: "decode_attention_bf16"}
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The kernel's math, to compile (alone here, or inside GPT.decode_step's graph): q (B, H, 1, D) fp32, k and v
+    """The math, in torch ops (what the compiled kernel compiles, and the reference): q (B, H, 1, D) fp32, k and v
     (B, H, t, D) -> (B, H, 1, D) fp32; k and v are promoted to fp32 as they load."""
     s = ((q * (1.0 / math.sqrt(q.size(-1)))) * k).sum(-1, keepdim=True)  # (B, H, t, 1) scores, fp32
     # Softmax over the t positions, written out: every score is finite (no mask), so torch.softmax's handling of
@@ -46,8 +60,70 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return (e * v).sum(-2, keepdim=True) / e.sum(-2, keepdim=True)  # (B, H, 1, D)
 
 
-def ready() -> bool:
-    """Whether the compiled kernel is available; compiles and runs it once per process (warns once if it fails)."""
+# ---- 1. native ----------------------------------------------------------------------------------------------------
+
+def _cpu_has_avx512() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64") and " avx512f " in f" {cbuild.cpu_identity()} ".replace(
+        "\n", " ")
+
+
+def native() -> bool:
+    """Whether the native kernel is available; builds and loads it on the first call in a process. Silent where the
+    CPU has no AVX-512 (or CLOSEDLOOP_NATIVE=0); one warning where it should build but does not."""
+    if "native" not in _STATE:
+        _STATE["native"] = None
+        if os.environ.get("CLOSEDLOOP_NATIVE", "1") != "0" and _cpu_has_avx512():
+            try:
+                lib = cbuild.load(SOURCE, FLAGS)
+                fns = {}
+                for dtype, symbol in _SYMBOLS.items():
+                    fn = getattr(lib, symbol)
+                    fn.argtypes = [_PTR] * 4 + [_I64] * 12 + [ctypes.c_int]
+                    fn.restype = ctypes.c_int
+                    fns[dtype] = fn
+                _STATE["native"] = fns
+            except (cbuild.BuildError, AttributeError) as e:
+                warnings.warn(f"the native KV-cache attention kernel is unavailable, decoding on a CPU uses a slower "
+                              f"one ({e})", RuntimeWarning, stacklevel=2)
+    return _STATE["native"] is not None
+
+
+def _native_fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether the loaded native kernel takes these tensors (without building it: safe while torch.compile traces)."""
+    D = q.size(-1)
+    return (_STATE.get("native") is not None and q.device.type == "cpu" and q.dtype == torch.float32
+            and k.dtype in _SYMBOLS and v.dtype == k.dtype and q.size(2) == 1 and D % 16 == 0 and 16 <= D <= 256
+            and k.size(2) >= 1 and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1)
+
+
+def _native_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    B, H, T, D = k.shape
+    out = torch.empty(B, H, 1, D, dtype=torch.float32)
+    failed = _STATE["native"][k.dtype](q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, H, T, D,
+                                       q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
+                                       v.stride(0), v.stride(1), v.stride(2), torch.get_num_threads())
+    if failed:
+        raise MemoryError("decode_attention: no memory for the kernel's scores")
+    return out
+
+
+@torch.library.custom_op("closedloop::decode_attention", mutates_args=(), device_types="cpu")
+def _decode_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The native kernel as an op that compiled graphs call (opaque to inductor); `attention` where it does not fit."""
+    if _native_fits(q, k, v):
+        return _native_call(q, k, v)
+    return attention(q.float(), k, v).contiguous()
+
+
+@_decode_attention_op.register_fake
+def _(q, k, v):
+    return q.new_empty(q.size(0), q.size(1), 1, q.size(3), dtype=torch.float32)
+
+
+# ---- 2. compiled ----------------------------------------------------------------------------------------------------
+
+def _compiled():
+    """The inductor-compiled `attention`, compiled and run once per process; None (after one warning) if it fails."""
     if "fn" not in _STATE:
         try:
             fn = torch.compile(attention, dynamic=True)
@@ -66,12 +142,32 @@ def ready() -> bool:
             warnings.warn(f"compiling the half-precision KV-cache attention failed; a half-precision cache is read "
                           f"through SDPA on upcast keys and values instead (slow) ({type(e).__name__}: {first})",
                           RuntimeWarning, stacklevel=2)
-    return _STATE["fn"] is not None
+    return _STATE["fn"]
+
+
+# ---- the entry points -------------------------------------------------------------------------------------------------
+
+def kernel() -> str:
+    """Which kernel a half-precision cache goes to in this process: "native", "compiled" or "sdpa"."""
+    if native():
+        return "native"
+    return "compiled" if _compiled() is not None else "sdpa"
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Attention of one new token (q (B, H, 1, D)) over every cached position (k, v (B, H, t, D), any float
-    dtype), without a mask: (B, H, 1, D) in q's dtype. The compiled kernel when `ready()`, else SDPA."""
-    if ready():
+    """Attention of one new token (q (B, H, 1, D)) over every cached position (k, v (B, H, t, D), any float dtype),
+    without a mask, eagerly: (B, H, 1, D) in q's dtype. The native kernel where it fits; else a half cache goes to
+    the compiled kernel and an fp32 one (or any, where nothing compiles) to SDPA."""
+    if native() and _native_fits(q, k, v):
+        return _native_call(q, k, v)
+    if k.dtype != q.dtype and _compiled() is not None:
         return _STATE["fn"](q, k, v).to(q.dtype)
     return F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))
+
+
+def in_graph(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`attend` for a function that torch.compile traces: the native op where the kernel is already loaded
+    (`native()` called before compiling) and fits, else `attention` for inductor to fuse into the graph."""
+    if _native_fits(q, k, v):
+        return torch.ops.closedloop.decode_attention(q, k, v)
+    return attention(q, k, v)

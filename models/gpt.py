@@ -96,7 +96,7 @@ def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: t
     Used when torch.compile traces the training forward on a CPU: inductor fuses scale, mask and softmax into one
     loop around two batched matmuls, which on 2 CPU cores trained the 4 × 128 char model (T = 64) 1.7× faster in
     bf16 and 1.04× in fp32 than compiling around the CPU flash kernel. Eager CPU and CUDA keep SDPA (flash
-    attention on the GPU); a compiled CPU decode step uses decode_attention.attention over the filled slots."""
+    attention on the GPU); a compiled CPU decode step uses decode_attention.in_graph over the filled slots."""
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
     att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
     if dropout_p > 0:
@@ -131,8 +131,8 @@ class CausalSelfAttention(nn.Module):
             else:
                 k = kv_cache.k[layer, :, :, :pos + T]  # (B, H, pos + T, D): cached + new keys
                 v = kv_cache.v[layer, :, :, :pos + T]
-                if T == 1 and x.device.type == "cpu" and k.dtype != q.dtype and dropout_p == 0:
-                    y = decode_attention.attend(q, k, v)  # one compiled kernel reading the half-precision cache
+                if T == 1 and x.device.type == "cpu" and dropout_p == 0:
+                    y = decode_attention.attend(q, k, v)  # one kernel reading the cache in its own dtype
                 elif T == 1:  # one new token sees every cached position 0..pos: no mask
                     y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), dropout_p=dropout_p)
                 else:  # chunk after a cached prefix: new token i (at pos + i) sees keys j <= pos + i
@@ -152,7 +152,8 @@ class CausalSelfAttention(nn.Module):
           slot <= pos, so the slots after pos (zeros or stale keys of an earlier context) get weight exactly 0
           and no shape depends on pos;
         - span = pos + 1 (a CPU, compiled with dynamic shapes): over the filled slots only, reading the cache in its
-          own dtype (decode_attention.attention: fp32 math on fp16 keys/values), half the bytes of an fp32 cache."""
+          own dtype (decode_attention.in_graph: the native kernel's op, or the same fp32 math on fp16 keys/values
+          fused by inductor), half the bytes of an fp32 cache."""
         B, _, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, 1, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, 1, D)
@@ -164,7 +165,7 @@ class CausalSelfAttention(nn.Module):
         torch.ops.aten.index_put_(kv_cache.v, at, v[:, :, 0].to(kv_cache.v.dtype))
         if span is not None:
             keys, values = kv_cache.k[layer, :, :, :span], kv_cache.v[layer, :, :, :span]  # (B, H, span, D)
-            y = decode_attention.attention(q, keys, values).to(x.dtype)  # (B, H, 1, D)
+            y = decode_attention.in_graph(q, keys, values).to(x.dtype)  # (B, H, 1, D)
         else:
             keys, values = kv_cache.k[layer].to(q.dtype), kv_cache.v[layer].to(q.dtype)  # (B, H, block_size, D)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, 1, D)

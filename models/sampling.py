@@ -56,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models import decode_attention
 from models.gpt import KVCache
 
 CHECK_EVERY = 16  # decode steps between host-side "all finished?" checks (each check syncs)
@@ -173,6 +174,7 @@ class _StaticStep:
         if self.cuda_graphs:  # static shapes (all block_size slots under a mask), replayed as one CUDA graph
             self.fn = torch.compile(type(model).decode_step, mode="reduce-overhead")
         else:  # attention over the filled slots only (span = pos + 1, symbolic): one graph for every step and batch
+            decode_attention.native()  # load the native attention kernel now, so that the traced graph calls it
             self.fn = torch.compile(type(model).decode_step, dynamic=True)
         self.failed = False  # compilation failed under sample.compile=auto: this model decodes eagerly
         self.caches: dict[tuple, KVCache] = {}  # (rows, dtype, device) -> cache, least recently used first

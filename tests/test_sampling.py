@@ -251,37 +251,6 @@ def test_sampled_pairs_follow_the_model_distribution(use_cache, compile_opt, kv)
 
 # ---- KV cache dtype: the half-precision cache of a compiled CPU step, or chosen with sample.kv_dtype ---------
 
-@pytest.fixture
-def half_kernel():
-    """The compiled half-cache attention kernel (compiled once per process, ~8 s cold): skip where it cannot be."""
-    if not decode_attention.ready():
-        pytest.skip("torch.compile cannot build the CPU kernel here (no C++ compiler?)")
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("B, H, t, D", [(3, 2, 7, 16), (1, 1, 2, 8), (64, 4, 300, 32)])
-def test_decode_attention_kernel_equals_sdpa_on_the_cached_values(half_kernel, dtype, B, H, t, D):
-    g = gen(11)
-    q = torch.randn(B, H, 1, D, generator=g)
-    k, v = (torch.randn(B, H, t, D, generator=g).to(dtype) for _ in range(2))
-    want = torch.nn.functional.scaled_dot_product_attention(q, k.float(), v.float())
-    with torch.inference_mode():
-        got = decode_attention.attend(q, k, v)
-    assert got.dtype == torch.float32 and got.shape == (B, H, 1, D)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # fp32 math on the cache's values
-
-
-def test_decode_attention_warm_compile_serves_the_sampler_without_recompiling(half_kernel):
-    """ready() compiles on inputs laid out as the sampler's, so sampling from an fp16 cache adds no graph (as long
-    as no step attends over the whole cache, whose slice is contiguous: block_size 64 > 40 tokens here)."""
-    from torch._dynamo.utils import counters
-
-    model = GPT(GPTConfig(vocab_size=V, block_size=64, n_layer=2, n_head=2, n_embd=32), gen(0))
-    before = counters["stats"]["unique_graphs"]
-    generate_documents(model, 6, SampleConfig(max_new_tokens=40, batch_size=3, kv_dtype="fp16"), EOT, gen(0))
-    assert counters["stats"]["unique_graphs"] == before
-
-
 def test_kv_dtype_auto_is_exact_eager_fp16_compiled_on_a_cpu_and_the_autocast_dtype_under_autocast():
     model, cpu = tiny_gpt(), torch.device("cpu")
     assert sampling.kv_cache_dtype(SampleConfig(), model, cpu) == torch.float32  # eager: the exact path
@@ -293,7 +262,7 @@ def test_kv_dtype_auto_is_exact_eager_fp16_compiled_on_a_cpu_and_the_autocast_dt
         assert sampling.kv_cache_dtype(SampleConfig(), model, cpu) == torch.bfloat16
 
 
-def test_explicit_half_cache_decodes_through_the_kernel_and_memory_cap_counts_its_bytes(half_kernel, monkeypatch):
+def test_explicit_half_cache_decodes_through_the_kernel_and_memory_cap_counts_its_bytes(monkeypatch):
     model = tiny_gpt()
     cfg = SampleConfig(max_new_tokens=12, batch_size=64, max_batch_memory_mb=1, kv_dtype="fp16")
     b16 = auto_batch_size(model.config, cfg, 2)
@@ -333,24 +302,6 @@ def test_half_cache_logits_stay_within_its_rounding_of_the_exact_path():
             err[dtype] = (torch.stack(steps) - exact).abs().max().item() / exact.abs().max().item()
     assert err[torch.float32] < 1e-5
     assert 0 < err[torch.float16] < err[torch.bfloat16] / 3 and err[torch.float16] < 5e-3  # measured 2.3e-3, 9.3e-3
-
-
-def test_failed_kernel_compile_warns_once_and_falls_back_to_sdpa(monkeypatch):
-    def broken(fn, **kw):
-        def run(*a):
-            raise RuntimeError("no C++ compiler")
-        return run
-
-    monkeypatch.setattr(decode_attention, "_STATE", {})  # forget this process's compiled kernel (restored after)
-    monkeypatch.setattr(torch, "compile", broken)
-    q, k = torch.randn(2, 2, 1, 8), torch.randn(2, 2, 5, 8).half()
-    want = torch.nn.functional.scaled_dot_product_attention(q, k.float(), k.float())
-    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
-        torch.testing.assert_close(decode_attention.attend(q, k, k), want)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no second warning; the half cache still decodes (SDPA, upcast)
-        assert not decode_attention.ready()
-        torch.testing.assert_close(decode_attention.attend(q, k, k), want)
 
 
 # ---- static decode path (compiled; here mostly with torch.compile as the identity) -----------------------

@@ -1,0 +1,81 @@
+"""Build a C source file into a shared library once per machine and load it with ctypes.
+
+    lib = cbuild.load("models/decode_attention.c", ("-O3", "-march=native", "-fopenmp"))  # ctypes.CDLL
+    # raises cbuild.BuildError (one line: the compiler's first error) where there is no compiler or it fails
+
+The compiler is $CC, else `cc`. The library is cached in $XDG_CACHE_HOME/closedloop/native (default
+~/.cache/closedloop/native) under a hash of the source, the flags, the compiler's `--version` and this CPU's
+model and feature flags: a -march=native build must never be loaded on another kind of CPU (a home directory shared
+across a cluster's nodes). It is compiled to a temporary file and renamed into place, so processes building at once
+(DDP ranks, sweep workers) never load a half-written file. A first build of a small kernel takes well under a
+second; later processes only load it. Tested by `pytest tests/test_decode_attention.py`.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+
+
+class BuildError(RuntimeError):
+    """The C source could not be compiled or loaded here; the message is one line."""
+
+
+def cache_dir() -> str:
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "closedloop", "native")
+
+
+def cpu_identity() -> str:
+    """This CPU's model name and feature flags (Linux: /proc/cpuinfo), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f.read().splitlines() if ln.split(":")[0].strip() in ("model name", "flags")]
+        return "\n".join(dict.fromkeys(lines))  # the first processor's lines (the others repeat them)
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
+def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BuildError(f"{cmd[0]}: {e}") from None
+
+
+def load(source: str, flags: tuple[str, ...] = ("-O3",)) -> ctypes.CDLL:
+    """The shared library built from `source` with `flags` (plus -shared -fPIC), built here on first use."""
+    compiler = os.environ.get("CC") or "cc"
+    if shutil.which(compiler) is None:
+        raise BuildError(f"no C compiler: {compiler!r} is not on PATH (set CC)")
+    with open(source, "rb") as f:
+        code = f.read()
+    version = _run([compiler, "--version"]).stdout.strip()
+    key = hashlib.sha256(b"\0".join(s.encode() if isinstance(s, str) else s for s in
+                                    (code, " ".join(flags), compiler, version, cpu_identity()))).hexdigest()[:16]
+    name = f"{os.path.splitext(os.path.basename(source))[0]}-{key}.so"
+    try:
+        os.makedirs(cache_dir(), exist_ok=True)
+        folder = cache_dir()
+    except OSError:  # read-only home: build into a folder of this process's own
+        folder = tempfile.mkdtemp(prefix="closedloop-native-")
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(fd)
+        try:
+            done = _run([compiler, *flags, "-shared", "-fPIC", "-o", tmp, source])
+            if done.returncode != 0:
+                errors = [ln for ln in done.stderr.splitlines() if "error" in ln] or done.stderr.splitlines() or [""]
+                raise BuildError(f"{compiler} failed on {os.path.basename(source)}: {errors[0].strip()}")
+            os.replace(tmp, path)  # atomic: another process sees the whole library or none
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    try:
+        return ctypes.CDLL(path)
+    except OSError as e:
+        raise BuildError(f"loading {path}: {e}") from None

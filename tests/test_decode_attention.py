@@ -1,0 +1,211 @@
+"""Tests for models/decode_attention.py (the KV-cache attention kernels of CPU decoding) and models/cbuild.py (the
+build of its native C kernel).
+
+Run: `cd /work/main && python -m pytest tests/test_decode_attention.py -q` (CPU; under a second for the native kernel,
+which skips without an x86-64 CPU with AVX-512 and a C compiler, plus ~8 s once per process to compile the inductor
+kernel, which skips where inductor cannot compile).
+"""
+import os
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import cbuild, decode_attention
+from models.gpt import GPT, GPTConfig
+from models.sampling import SampleConfig, generate_documents
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def native():
+    if not decode_attention.native():
+        pytest.skip("no native kernel here (it needs an x86-64 CPU with AVX-512 and a C compiler)")
+
+
+@pytest.fixture
+def no_native(monkeypatch):
+    """This test runs as on a CPU without the native kernel (the process's loaded library is restored after)."""
+    monkeypatch.setitem(decode_attention._STATE, "native", None)
+
+
+@pytest.fixture
+def compiled_kernel(no_native):
+    """The inductor-compiled kernel (compiled once per process, ~8 s cold): skip where it cannot be built."""
+    if decode_attention._compiled() is None:
+        pytest.skip("torch.compile cannot build the CPU kernel here (no C++ compiler?)")
+
+
+def cache_views(B, H, t, D, dtype, capacity=None, seed=11):
+    """q (B, H, 1, D) fp32 as a head view of a fused qkv output, k and v the first t slots of two caches of
+    `capacity` slots (the layout GPT's cached forward passes): the kernels must read strided views in place."""
+    g = gen(seed)
+    capacity = capacity or t + 5
+    q = torch.randn(B, 1, 3 * H * D, generator=g)[..., : H * D].view(B, 1, H, D).transpose(1, 2)
+    k, v = (torch.randn(B, H, capacity, D, generator=g).to(dtype)[:, :, :t] for _ in range(2))
+    return q, k, v
+
+
+def reference(q, k, v):
+    return F.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()  # fp64 on the cached values
+
+
+SHAPES = [(3, 2, 7, 16), (1, 1, 1, 32), (2, 3, 16, 64), (64, 4, 300, 32), (2, 2, 33, 128), (1, 2, 5, 256)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, H, t, D", SHAPES)
+def test_native_kernel_equals_attention_on_the_cached_values(native, dtype, B, H, t, D):
+    q, k, v = cache_views(B, H, t, D, dtype)
+    with torch.inference_mode():
+        got = decode_attention.attend(q, k, v)
+        op = torch.ops.closedloop.decode_attention(q, k, v)
+    assert got.dtype == torch.float32 and got.shape == (B, H, 1, D) and got.is_contiguous()
+    torch.testing.assert_close(got, reference(q, k, v), rtol=2e-6, atol=2e-6)  # fp32 math, only the order differs
+    assert torch.equal(op, got)
+
+
+def test_native_kernel_is_not_upset_by_extreme_scores(native):
+    """Scores 10⁴ apart: the far ones get weight 0 (clamped exp), the result is the top position's value; all equal
+    keys give the plain mean of the values."""
+    B, H, t, D = 2, 2, 40, 16
+    q = torch.zeros(B, H, 1, D)
+    q[..., 0] = 100.0
+    k = torch.zeros(B, H, t, D)
+    k[:, :, 17, 0] = 400.0  # score 10⁴ above every other (scale 1/4)
+    v = torch.randn(B, H, t, D, generator=gen(1))
+    torch.testing.assert_close(decode_attention.attend(q, k, v), v[:, :, 17:18])
+    torch.testing.assert_close(decode_attention.attend(torch.zeros(B, H, 1, D), k[:, :, :17], v[:, :, :17]),
+                               v[:, :, :17].mean(2, keepdim=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B, H, t, D", [(3, 2, 7, 16), (1, 1, 2, 8), (64, 4, 300, 32)])
+def test_compiled_kernel_equals_attention_on_the_cached_values(compiled_kernel, dtype, B, H, t, D):
+    q, k, v = cache_views(B, H, t, D, dtype)
+    with torch.inference_mode():
+        got = decode_attention.attend(q, k, v)
+    assert got.dtype == torch.float32 and got.shape == (B, H, 1, D)
+    torch.testing.assert_close(got, reference(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+def test_head_sizes_the_native_kernel_does_not_take_fall_back(native):
+    """D = 8 or 24 (not a multiple of 16), or a non-contiguous last dimension: the op computes `attention` instead."""
+    for D in (8, 24):
+        q, k, v = cache_views(2, 2, 9, D, torch.float32)
+        assert not decode_attention._native_fits(q, k, v)
+        torch.testing.assert_close(torch.ops.closedloop.decode_attention(q, k, v), reference(q, k, v))
+    q, k, v = cache_views(2, 2, 9, 32, torch.float32)
+    kt = k.transpose(-1, -2).contiguous().transpose(-1, -2)  # same values, last dimension strided
+    assert not decode_attention._native_fits(q, kt, v)
+    torch.testing.assert_close(decode_attention.attend(q, kt, v), reference(q, k, v))
+
+
+def test_the_op_passes_torch_library_checks(native):
+    q, k, v = cache_views(2, 2, 9, 32, torch.float16)
+    torch.library.opcheck(torch.ops.closedloop.decode_attention.default, (q, k, v),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_kernel_names_the_one_in_use(native, monkeypatch):
+    assert decode_attention.kernel() == "native"
+    monkeypatch.setitem(decode_attention._STATE, "native", None)
+    monkeypatch.setitem(decode_attention._STATE, "fn", None)
+    assert decode_attention.kernel() == "sdpa"
+
+
+def test_without_native_an_fp32_cache_goes_to_sdpa_without_compiling(no_native, monkeypatch):
+    def no_compile(*a, **kw):
+        raise AssertionError("an fp32 cache must not compile a kernel")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    q, k, v = cache_views(3, 2, 7, 16, torch.float32)
+    torch.testing.assert_close(decode_attention.attend(q, k, v), reference(q, k, v))
+
+
+def test_compiled_warm_up_serves_the_sampler_without_recompiling(compiled_kernel):
+    """_compiled() compiles on inputs laid out as the sampler's, so sampling from an fp16 cache adds no graph (as long
+    as no step attends over the whole cache, whose slice is contiguous: block_size 64 > 40 tokens here)."""
+    from torch._dynamo.utils import counters
+
+    model = GPT(GPTConfig(vocab_size=50, block_size=64, n_layer=2, n_head=2, n_embd=32), gen(0))
+    before = counters["stats"]["unique_graphs"]
+    generate_documents(model, 6, SampleConfig(max_new_tokens=40, batch_size=3, kv_dtype="fp16"), 0, gen(0))
+    assert counters["stats"]["unique_graphs"] == before
+
+
+def test_failed_kernel_compile_warns_once_and_falls_back_to_sdpa(no_native, monkeypatch):
+    def broken(fn, **kw):
+        def run(*a):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.delitem(decode_attention._STATE, "fn", raising=False)  # forget the compiled kernel (restored after)
+    monkeypatch.setattr(torch, "compile", broken)
+    q, k, v = cache_views(2, 2, 5, 8, torch.float16)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        torch.testing.assert_close(decode_attention.attend(q, k, v), reference(q, k, v))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning; the half cache still decodes (SDPA, upcast)
+        assert decode_attention.kernel() == "sdpa"
+        torch.testing.assert_close(decode_attention.attend(q, k, v), reference(q, k, v))
+
+
+def test_failed_native_build_warns_once_and_decoding_goes_on(monkeypatch):
+    def broken(source, flags=()):
+        raise cbuild.BuildError("cc failed on decode_attention.c: error: something")
+
+    monkeypatch.setattr(decode_attention, "_STATE", {})  # as in a fresh process (the real state is restored after)
+    monkeypatch.setattr(decode_attention, "_cpu_has_avx512", lambda: True)
+    monkeypatch.setattr(cbuild, "load", broken)
+    q, k, v = cache_views(3, 2, 7, 16, torch.float32)
+    with pytest.warns(RuntimeWarning, match="native KV-cache attention kernel is unavailable.*error: something"):
+        torch.testing.assert_close(decode_attention.attend(q, k, v), reference(q, k, v))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not decode_attention.native()
+        torch.testing.assert_close(decode_attention.attend(q, k, v), reference(q, k, v))
+
+
+def test_closedloop_native_0_skips_the_native_kernel_silently(monkeypatch):
+    monkeypatch.setattr(decode_attention, "_STATE", {})
+    monkeypatch.setenv("CLOSEDLOOP_NATIVE", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not decode_attention.native()
+
+
+# ---- models/cbuild.py ------------------------------------------------------------------------------------------------
+
+def test_cbuild_builds_once_and_rebuilds_when_the_source_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    src = tmp_path / "add.c"
+    src.write_text("int add(int a, int b) { return a + b; }\n")
+    assert cbuild.load(str(src)).add(2, 3) == 5
+    built = sorted(os.listdir(cbuild.cache_dir()))
+    assert len(built) == 1 and built[0].startswith("add-") and built[0].endswith(".so")
+    stamp = os.stat(os.path.join(cbuild.cache_dir(), built[0])).st_mtime_ns
+    assert cbuild.load(str(src)).add(4, 5) == 9  # loaded from the cache, not rebuilt
+    assert os.stat(os.path.join(cbuild.cache_dir(), built[0])).st_mtime_ns == stamp
+    src.write_text("int add(int a, int b) { return a + b + 1; }\n")
+    assert cbuild.load(str(src)).add(2, 3) == 6
+    assert len(os.listdir(cbuild.cache_dir())) == 2  # no temporary files left behind
+
+
+def test_cbuild_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    src = tmp_path / "bad.c"
+    src.write_text("int f( { return 0; }\n")
+    with pytest.raises(cbuild.BuildError) as e:
+        cbuild.load(str(src))
+    assert "bad.c" in str(e.value) and "error" in str(e.value) and "\n" not in str(e.value)
+    assert [f for f in os.listdir(cbuild.cache_dir())] == []  # nothing half-written is left to be loaded
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(cbuild.BuildError, match="no C compiler"):
+        cbuild.load(str(src))
