@@ -17,10 +17,11 @@
    Numerics: every product, sum, the softmax and the weighted sum are fp32; the keys and values are the cache's
    own values converted exactly to fp32. exp is a Cephes-style polynomial (relative error ~1e-7, like expf) on
    arguments clamped to [-87, 0] (exp(-87) ≈ 1.6e-38: a weight that small counts as zero next to the maximum's 1).
-   Requirements, checked by the caller: D a multiple of 16 and at most 256, T >= 1, the last dimension of q, k and
-   v contiguous (any strides elsewhere: the cache is read in place as a slice of a larger buffer). */
-#if !defined(__AVX512F__) || !defined(__F16C__)
-#error "decode_attention.c needs AVX-512F and F16C (compiled with -march=native on such a CPU)"
+   Requirements, checked by the caller: 1 <= D <= 256 (a head size that is not a multiple of 16 is read with masked
+   loads: no byte past a row's D elements is touched), T >= 1, the last dimension of q, k and v contiguous (any
+   strides elsewhere: the cache is read in place as a slice of a larger buffer). */
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || !defined(__F16C__)
+#error "decode_attention.c needs AVX-512 F, BW and VL and F16C (compiled with -march=native on such a CPU)"
 #endif
 
 #include <immintrin.h>
@@ -28,13 +29,17 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-/* Loads 16 cache elements at p as 16 fp32 lanes (exact conversions). */
+/* Load 16 cache elements at p as 16 fp32 lanes, exactly; the _m forms only the lanes set in m (the others are 0 and
+   their memory is not read): the last, partial chunk of a head whose size is not a multiple of 16. Unmasked loads
+   for the full chunks: masking every load made the kernel 1.2-2x slower here. */
 static inline __m512 load_f32(const void *p) { return _mm512_loadu_ps((const float *)p); }
+static inline __m512 load_f32_m(const void *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 static inline __m512 load_f16(const void *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
-static inline __m512 load_bf16(const void *p) {
-    /* bf16 is the top half of an fp32: widen to 32 bits and shift into place */
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
-}
+static inline __m512 load_f16_m(const void *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+/* bf16 is the top half of an fp32: widen to 32 bits and shift into place */
+static inline __m512 bf16_to_f32(__m256i x) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(x), 16)); }
+static inline __m512 load_bf16(const void *p) { return bf16_to_f32(_mm256_loadu_si256((const __m256i *)p)); }
+static inline __m512 load_bf16_m(const void *p, __mmask16 m) { return bf16_to_f32(_mm256_maskz_loadu_epi16(m, p)); }
 
 /* exp(x) for 16 lanes of x <= 0: x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n·ln2), exp(r) by
    Cephes expf's degree-7 polynomial, 2^n built in the exponent bits (n in [-126, 0]: a normal float). */
@@ -71,14 +76,17 @@ static inline __m512 sum_lanes_16(const __m512 *a) {
     return _mm512_add_ps(_mm512_shuffle_f32x4(c01, c23, 0x88), _mm512_shuffle_f32x4(c01, c23, 0xDD));
 }
 
-/* The kernel for one cache element type. Strides are in elements; nthreads is torch's intra-op thread count (the
-   OpenMP runtime is torch's own libgomp, so the two share one thread pool). Returns 0, or 1 if scratch memory
-   could not be allocated. */
-#define DEFINE_KERNEL(NAME, ELEM, LOAD)                                                                        \
-    int NAME(const float *q, const ELEM *k, const ELEM *v, float *out, int64_t B, int64_t H, int64_t T,        \
-             int64_t D, int64_t q_sb, int64_t q_sh, int64_t k_sb, int64_t k_sh, int64_t k_st, int64_t v_sb,    \
-             int64_t v_sh, int64_t v_st, int nthreads) {                                                       \
-        const int64_t nd = D / 16, T16 = (T + 15) / 16 * 16;                                                   \
+/* The kernel for one cache element type and head layout: NF full chunks of 16 channels, then TAIL (a lane mask,
+   0 for none) for the last D % 16. Compiled once with literal NF and TAIL for the common head sizes, so that the
+   chunk loops unroll and the tail test folds away (runtime values cost ~15% here), and once with D / 16 and the mask
+   of D % 16 for any other size. Strides are in elements; nthreads is torch's intra-op thread count (the OpenMP
+   runtime is torch's own libgomp, so the two share one thread pool). Returns 0, or 1 if scratch memory could not
+   be allocated. */
+#define DEFINE_KERNEL(NAME, ELEM, LOAD, LOAD_M, NF, TAIL)                                                      \
+    static int NAME(const float *q, const ELEM *k, const ELEM *v, float *out, int64_t B, int64_t H, int64_t T, \
+                    int64_t D, int64_t q_sb, int64_t q_sh, int64_t k_sb, int64_t k_sh, int64_t k_st,           \
+                    int64_t v_sb, int64_t v_sh, int64_t v_st, int nthreads) {                                  \
+        const int64_t T16 = (T + 15) / 16 * 16;                                                                \
         const float scale = 1.0f / sqrtf((float)D);                                                            \
         int failed = 0;                                                                                        \
         _Pragma("omp parallel num_threads(nthreads) reduction(| : failed)") {                                  \
@@ -89,16 +97,19 @@ static inline __m512 sum_lanes_16(const __m512 *a) {
                 const int64_t b = bh / H, h = bh % H;                                                          \
                 const float *qr = q + b * q_sb + h * q_sh;                                                     \
                 const ELEM *kr = k + b * k_sb + h * k_sh, *vr = v + b * v_sb + h * v_sh;                      \
-                __m512 qv[16]; /* q / √D, D/16 vectors */                                                      \
-                for (int64_t j = 0; j < nd; j++) qv[j] = _mm512_mul_ps(_mm512_loadu_ps(qr + 16 * j), _mm512_set1_ps(scale)); \
+                __m512 qv[17]; /* q / √D by chunks, zero past D */                                             \
+                for (int64_t j = 0; j < (NF); j++)                                                             \
+                    qv[j] = _mm512_mul_ps(_mm512_loadu_ps(qr + 16 * j), _mm512_set1_ps(scale));                \
+                if (TAIL) qv[NF] = _mm512_mul_ps(_mm512_maskz_loadu_ps(TAIL, qr + 16 * (NF)), _mm512_set1_ps(scale)); \
                 /* scores s[t] = q·k[t] / √D, 16 positions at a time; the running max per lane */               \
                 __m512 mx = _mm512_set1_ps(-INFINITY);                                                         \
                 for (int64_t t = 0; t < T16; t += 16) {                                                        \
                     __m512 a[16];                                                                              \
                     for (int i = 0; i < 16; i++) {                                                             \
                         const ELEM *kt = kr + (t + i < T ? t + i : T - 1) * k_st; /* past T: repeat the last */ \
-                        __m512 acc = _mm512_mul_ps(qv[0], LOAD(kt));                                           \
-                        for (int64_t j = 1; j < nd; j++) acc = _mm512_fmadd_ps(qv[j], LOAD(kt + 16 * j), acc); \
+                        __m512 acc = _mm512_setzero_ps();                                                      \
+                        for (int64_t j = 0; j < (NF); j++) acc = _mm512_fmadd_ps(qv[j], LOAD(kt + 16 * j), acc); \
+                        if (TAIL) acc = _mm512_fmadd_ps(qv[NF], LOAD_M(kt + 16 * (NF), TAIL), acc);            \
                         a[i] = acc;                                                                            \
                     }                                                                                          \
                     const __m512 st = sum_lanes_16(a);                                                         \
@@ -114,33 +125,57 @@ static inline __m512 sum_lanes_16(const __m512 *a) {
                     _mm512_store_ps(s + t, e);                                                                 \
                     total = _mm512_add_ps(total, e);                                                           \
                 }                                                                                              \
-                /* out = Σ_t e[t] v[t] / Σ_t e[t]: two accumulators (even and odd t) to halve the add chain */  \
-                __m512 even[16], odd[16];                                                                      \
-                for (int64_t j = 0; j < nd; j++) even[j] = odd[j] = _mm512_setzero_ps();                       \
+                /* out = Σ_t e[t] v[t] / Σ_t e[t]: two accumulators (even, odd t) halve the add chain */        \
+                __m512 even[17], odd[17];                                                                      \
+                for (int64_t j = 0; j <= (NF); j++) even[j] = odd[j] = _mm512_setzero_ps();                    \
                 int64_t t = 0;                                                                                 \
                 for (; t + 2 <= T; t += 2) {                                                                   \
                     const ELEM *v0 = vr + t * v_st, *v1 = v0 + v_st;                                           \
                     const __m512 p0 = _mm512_set1_ps(s[t]), p1 = _mm512_set1_ps(s[t + 1]);                     \
-                    for (int64_t j = 0; j < nd; j++) {                                                         \
+                    for (int64_t j = 0; j < (NF); j++) {                                                       \
                         even[j] = _mm512_fmadd_ps(p0, LOAD(v0 + 16 * j), even[j]);                             \
                         odd[j] = _mm512_fmadd_ps(p1, LOAD(v1 + 16 * j), odd[j]);                               \
+                    }                                                                                          \
+                    if (TAIL) {                                                                                \
+                        even[NF] = _mm512_fmadd_ps(p0, LOAD_M(v0 + 16 * (NF), TAIL), even[NF]);                \
+                        odd[NF] = _mm512_fmadd_ps(p1, LOAD_M(v1 + 16 * (NF), TAIL), odd[NF]);                  \
                     }                                                                                          \
                 }                                                                                              \
                 if (t < T) {                                                                                   \
                     const ELEM *v0 = vr + t * v_st;                                                            \
                     const __m512 p0 = _mm512_set1_ps(s[t]);                                                    \
-                    for (int64_t j = 0; j < nd; j++) even[j] = _mm512_fmadd_ps(p0, LOAD(v0 + 16 * j), even[j]); \
+                    for (int64_t j = 0; j < (NF); j++) even[j] = _mm512_fmadd_ps(p0, LOAD(v0 + 16 * j), even[j]); \
+                    if (TAIL) even[NF] = _mm512_fmadd_ps(p0, LOAD_M(v0 + 16 * (NF), TAIL), even[NF]);          \
                 }                                                                                              \
                 const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));                        \
                 float *o = out + bh * D;                                                                       \
-                for (int64_t j = 0; j < nd; j++)                                                               \
+                for (int64_t j = 0; j < (NF); j++)                                                             \
                     _mm512_storeu_ps(o + 16 * j, _mm512_mul_ps(_mm512_add_ps(even[j], odd[j]), inv));          \
+                if (TAIL)                                                                                      \
+                    _mm512_mask_storeu_ps(o + 16 * (NF), TAIL, _mm512_mul_ps(_mm512_add_ps(even[NF], odd[NF]), inv)); \
             }                                                                                                  \
             free(s);                                                                                           \
         }                                                                                                      \
         return failed;                                                                                         \
     }
 
-DEFINE_KERNEL(decode_attention_f32, float, load_f32)
-DEFINE_KERNEL(decode_attention_f16, uint16_t, load_f16)
-DEFINE_KERNEL(decode_attention_bf16, uint16_t, load_bf16)
+/* The exported kernels, one per cache element type: the specialised body for heads of 16, 32, 64 or 128 channels,
+   the general one otherwise. */
+#define DEFINE_EXPORT(NAME, ELEM, LOAD, LOAD_M)                                                                \
+    DEFINE_KERNEL(NAME##_16, ELEM, LOAD, LOAD_M, 1, 0)                                                         \
+    DEFINE_KERNEL(NAME##_32, ELEM, LOAD, LOAD_M, 2, 0)                                                         \
+    DEFINE_KERNEL(NAME##_64, ELEM, LOAD, LOAD_M, 4, 0)                                                         \
+    DEFINE_KERNEL(NAME##_128, ELEM, LOAD, LOAD_M, 8, 0)                                                        \
+    DEFINE_KERNEL(NAME##_any, ELEM, LOAD, LOAD_M, D / 16, (__mmask16)((1u << (D % 16)) - 1u))                  \
+    int NAME(const float *q, const ELEM *k, const ELEM *v, float *out, int64_t B, int64_t H, int64_t T,        \
+             int64_t D, int64_t q_sb, int64_t q_sh, int64_t k_sb, int64_t k_sh, int64_t k_st, int64_t v_sb,    \
+             int64_t v_sh, int64_t v_st, int nthreads) {                                                       \
+        int (*body)(const float *, const ELEM *, const ELEM *, float *, int64_t, int64_t, int64_t, int64_t,    \
+                    int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int) =             \
+            D == 16 ? NAME##_16 : D == 32 ? NAME##_32 : D == 64 ? NAME##_64 : D == 128 ? NAME##_128 : NAME##_any; \
+        return body(q, k, v, out, B, H, T, D, q_sb, q_sh, k_sb, k_sh, k_st, v_sb, v_sh, v_st, nthreads);       \
+    }
+
+DEFINE_EXPORT(decode_attention_f32, float, load_f32, load_f32_m)
+DEFINE_EXPORT(decode_attention_f16, uint16_t, load_f16, load_f16_m)
+DEFINE_EXPORT(decode_attention_bf16, uint16_t, load_bf16, load_bf16_m)

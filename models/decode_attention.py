@@ -14,11 +14,11 @@ The kernels, the first that works here:
 1. "native": models/decode_attention.c, AVX-512 by hand (16 positions' scores reduced at once), for fp32, fp16 and
    bf16 caches; ~2× inductor's loop on an fp16 cache and ~1.9× SDPA on an fp32 one (the 4 layers of the bench model
    at batch 64 and t = 250: 0.48 vs 1.02 ms, and 1.21 vs 2.25 ms). Built by models/cbuild.py with the system C
-   compiler at first use (~0.3 s, then cached per machine) on x86-64 CPUs that have AVX-512F, for head sizes that
-   are multiples of 16 up to 256. It is also the custom op torch.ops.closedloop.decode_attention, which
+   compiler at first use (~0.3 s, then cached per machine) on x86-64 CPUs with AVX-512 (F, BW, VL), for head sizes
+   up to 256. It is also the custom op torch.ops.closedloop.decode_attention, which
    GPT.decode_step's compiled graph calls (models/sampling.py loads the library before compiling).
 2. "compiled": `attention` below compiled by inductor with dynamic shapes, for half caches where there is no native
-   kernel (ARM, x86 without AVX-512, other head sizes): ~8 s to compile once per process (~1 s with inductor's
+   kernel (ARM, x86 without AVX-512, heads over 256): ~8 s to compile once per process (~1 s with inductor's
    disk cache warm), warmed on a representative size (batch 64, 4 heads, 256 positions) laid out as the sampler
    passes it. An fp32 cache without the native kernel goes to SDPA, never to a compile.
 3. "sdpa": SDPA on the upcast keys and values, where nothing compiles (one warning); correct but slow.
@@ -63,8 +63,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 # ---- 1. native ----------------------------------------------------------------------------------------------------
 
 def _cpu_has_avx512() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64") and " avx512f " in f" {cbuild.cpu_identity()} ".replace(
-        "\n", " ")
+    """x86-64 with the AVX-512 subsets and F16C that the C kernel is written for (all AVX-512 CPUs have them)."""
+    flags = set(cbuild.cpu_identity().split())
+    return platform.machine().lower() in ("x86_64", "amd64") and {"avx512f", "avx512bw", "avx512vl", "f16c"} <= flags
 
 
 def native() -> bool:
@@ -92,7 +93,7 @@ def _native_fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether the loaded native kernel takes these tensors (without building it: safe while torch.compile traces)."""
     D = q.size(-1)
     return (_STATE.get("native") is not None and q.device.type == "cpu" and q.dtype == torch.float32
-            and k.dtype in _SYMBOLS and v.dtype == k.dtype and q.size(2) == 1 and D % 16 == 0 and 16 <= D <= 256
+            and k.dtype in _SYMBOLS and v.dtype == k.dtype and q.size(2) == 1 and 1 <= D <= 256
             and k.size(2) >= 1 and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1)
 
 

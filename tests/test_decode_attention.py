@@ -56,7 +56,9 @@ def reference(q, k, v):
     return F.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()  # fp64 on the cached values
 
 
-SHAPES = [(3, 2, 7, 16), (1, 1, 1, 32), (2, 3, 16, 64), (64, 4, 300, 32), (2, 2, 33, 128), (1, 2, 5, 256)]
+# head sizes below, at and between multiples of 16 (masked loads), positions below, at and past multiples of 16
+SHAPES = [(3, 2, 7, 16), (1, 1, 1, 32), (2, 3, 16, 64), (64, 4, 300, 32), (2, 2, 33, 128), (1, 2, 5, 256),
+          (2, 4, 17, 24), (3, 2, 9, 8), (1, 1, 40, 1), (2, 2, 31, 200)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -96,8 +98,8 @@ def test_compiled_kernel_equals_attention_on_the_cached_values(compiled_kernel, 
 
 
 def test_head_sizes_the_native_kernel_does_not_take_fall_back(native):
-    """D = 8 or 24 (not a multiple of 16), or a non-contiguous last dimension: the op computes `attention` instead."""
-    for D in (8, 24):
+    """A head over 256 channels, or a non-contiguous last dimension: the op computes `attention` instead."""
+    for D in (272, 512):
         q, k, v = cache_views(2, 2, 9, D, torch.float32)
         assert not decode_attention._native_fits(q, k, v)
         torch.testing.assert_close(torch.ops.closedloop.decode_attention(q, k, v), reference(q, k, v))
