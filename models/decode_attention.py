@@ -12,8 +12,8 @@ against ~100 MFLOP of matmuls. torch's kernels read it slowly: SDPA over an fp32
 The kernels, the first that works here:
 
 1. "native": models/decode_attention.c, AVX-512 by hand (16 positions' scores reduced at once), for fp32, fp16 and
-   bf16 caches; ~2× inductor's loop on an fp16 cache and ~1.9× SDPA on an fp32 one (the 4 layers of the bench model
-   at batch 64 and t = 250: 0.48 vs 1.02 ms, and 1.21 vs 2.25 ms). Built by models/cbuild.py with the system C
+   bf16 caches; the 4 layers of the bench model at batch 64 and t = 250 take 0.29-0.33 ms from an fp16 cache
+   (inductor's loop: 0.94 ms; SDPA on the upcast values 2.8 ms) and 0.87-0.90 ms from an fp32 one (SDPA 2.1 ms). Built by models/cbuild.py with the system C
    compiler at first use (~0.3 s, then cached per machine) on x86-64 CPUs with AVX-512 (F, BW, VL), for head sizes
    up to 256. It is also the custom op torch.ops.closedloop.decode_attention, which
    GPT.decode_step's compiled graph calls (models/sampling.py loads the library before compiling).
@@ -44,6 +44,7 @@ from models import cbuild
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "decode_attention.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp")
+MAX_HEAD = 256  # channels per head the native kernel takes (17 vector registers of 16 lanes per accumulator set)
 _STATE: dict = {}  # "native": {dtype: C function} or None (set by native()); "fn": compiled kernel or None (_compiled())
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _SYMBOLS = {torch.float32: "decode_attention_f32", torch.float16: "decode_attention_f16",
@@ -89,11 +90,16 @@ def native() -> bool:
     return _STATE["native"] is not None
 
 
+def native_takes(head_dim: int) -> bool:
+    """Whether the native kernel is available (built on first call) and takes heads of this many channels."""
+    return native() and 1 <= head_dim <= MAX_HEAD
+
+
 def _native_fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether the loaded native kernel takes these tensors (without building it: safe while torch.compile traces)."""
     D = q.size(-1)
     return (_STATE.get("native") is not None and q.device.type == "cpu" and q.dtype == torch.float32
-            and k.dtype in _SYMBOLS and v.dtype == k.dtype and q.size(2) == 1 and 1 <= D <= 256
+            and k.dtype in _SYMBOLS and v.dtype == k.dtype and q.size(2) == 1 and 1 <= D <= MAX_HEAD
             and k.size(2) >= 1 and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1)
 
 

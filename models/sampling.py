@@ -27,15 +27,18 @@ consumed by `sample_next_token` before the next step starts. If "auto" fails to 
 Triton), decoding warns once and stays eager for that model; "true" lets the error surface.
 
 KV cache dtype (sample.kv_dtype, `kv_cache_dtype`): auto keeps keys/values in the autocast dtype on CUDA (bf16),
-in fp16 on a CPU when the step is compiled (the graph reads fp16 and computes in fp32), and otherwise in the model's
-dtype, fp32, where the cached path equals the reference up to float rounding. An explicit fp16/bf16 cache on an
-eager CPU step is read by one compiled attention kernel (models/decode_attention.py). Decoding a batch on a CPU is
-bound by reading the cache (65 MB per step for the bench model at batch 64, average context 250, in fp32), which is
-why the half-precision cache pays. On 2 CPU cores (4 × 128 char model, block_size 512, 500 new tokens, batch 64),
-against HF generate's 7.7-8.2k tokens/s in the same run: eager fp32 17.0k, eager with an fp16 cache 22.7k,
-compiled (fp16 cache) 29.6-30.2k tokens/s, after ~10 s of compilation per process (a few seconds with inductor's
-disk cache warm). Compiling is not the CPU default because short runs and the test suite never earn those
-seconds back; runs that sample millions of tokens should pass --sample.compile=true.
+in fp16 on a CPU where the native attention kernel is available (models/decode_attention.py: x86-64 with AVX-512,
+heads of up to 256 channels) or the step is compiled, and otherwise in the model's dtype (fp32). Attention always
+computes in fp32 on the cache's values; the fp16 cache rounds keys and values to 11 significant bits (next-token
+logits move by ~1e-3 relative, a quarter of what a bf16 cache does; CUDA's default bf16 autocast rounds everything
+to 8 bits). sample.kv_dtype=fp32 is the exact path, where the cached decode equals the full recompute
+(`generate_reference`) up to fp32 summation order. Decoding a batch on a CPU is bound by reading the cache (33 MB
+per step for the bench model at batch 64 and the average context of 250, in fp16), which is why the half cache
+pays. On 2 CPU cores (4 × 128 char model, block_size 512, 500 new tokens, batch 64), against HF generate's
+8.8-9.9k tokens/s in the same process: eager fp32 25.3-25.7k, eager fp16 (the CPU default) 32.8-33.2k, compiled
+(fp16) 35.5-35.8k tokens/s after ~6 s of compilation. Compiling is not the CPU default: ~7% faster steps do not
+pay for the compile in short runs or the test suite; runs that sample millions of tokens may pass
+--sample.compile=true.
 
 Randomness: one `sample_next_token` call per step for the whole batch (finished rows included), and
 both paths check "all rows finished" only every CHECK_EVERY steps, so the fast path and
@@ -72,7 +75,7 @@ class SampleConfig:
     batch_size: int = field(default=64, metadata={"help": "documents decoded together"})
     max_batch_memory_mb: int = field(default=0, metadata={"help": "automatic batch size: the most documents whose KV cache and decode buffers fit in this many MiB (estimate from the model's dimensions; never above sample.batch_size); 0 = off"})
     compile: str = field(default="auto", metadata={"help": "torch.compile the one-token decode step (CUDA graphs on CUDA): auto (on CUDA only) | true (also on a CPU) | false"})
-    kv_dtype: str = field(default="auto", metadata={"help": "KV cache dtype: auto (bf16 under CUDA autocast; fp16 on a CPU when sample.compile is on; else fp32, exact: the cached path matches the reference) | fp32 | fp16 | bf16 (on a CPU an eager step reads a half cache through a compiled attention kernel, even with sample.compile=false)"})
+    kv_dtype: str = field(default="auto", metadata={"help": "KV cache dtype: auto (bf16 under CUDA autocast; fp16 on a CPU with the native attention kernel (AVX-512) or a compiled step; else the model's, fp32) | fp32 (exact: the cached path matches the full recompute) | fp16 | bf16 (attention computes in fp32 on the cached values; on a CPU without the native kernel a half cache is read through an inductor-compiled kernel, even with sample.compile=false)"})
 
     def __post_init__(self):
         if not self.temperature >= 0:
@@ -161,15 +164,18 @@ def draw(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def kv_cache_dtype(cfg: SampleConfig, model: nn.Module, device: torch.device, compiled: bool = False) -> torch.dtype:
     """The dtype the KV cache is kept in: sample.kv_dtype, or for auto the autocast dtype where autocast is on
-    (bf16 on CUDA), fp16 on a CPU when the decode step is compiled (`compiled`: its graph reads the cache in fp16 and
-    computes in fp32, half the bytes of an fp32 cache), else the model's dtype (fp32: the exact path)."""
+    (bf16 on CUDA); for an fp32 model on a CPU fp16 where the native attention kernel takes the model's heads or the
+    decode step is compiled (`compiled`; both read the cache in fp16 and compute in fp32, half the bytes of an fp32
+    cache); else the model's dtype (fp32: the exact path)."""
     if cfg.kv_dtype != "auto":
         return KV_DTYPES[cfg.kv_dtype]
     if torch.is_autocast_enabled(device.type):
         return torch.get_autocast_dtype(device.type)
     model_dtype = next(model.parameters()).dtype
-    if device.type == "cpu" and compiled and model_dtype == torch.float32:
-        return torch.float16
+    if device.type == "cpu" and model_dtype == torch.float32:
+        head = model.config.n_embd // model.config.n_head
+        if compiled or decode_attention.native_takes(head):
+            return torch.float16
     return model_dtype
 
 

@@ -13,10 +13,10 @@ Same model dimensions for every implementation (vocab 65, a char model):
   generate(do_sample=True, use_cache=True, top_k=0, max_new_tokens=N, min_new_tokens=N, no EOS), i.e. pure
   temperature-1 sampling. Batches 1, 64 and the largest whose KV cache fits --mem-cap-mb
   (models.sampling.auto_batch_size). `ours` runs with sample.compile=auto (the decode step compiled and
-  replayed as a CUDA graph on CUDA, eager on a CPU) and sample.kv_dtype=auto (bf16 on CUDA; fp32 eager on a CPU,
-  the exact path); on a CPU more rows time the compiled step (sample.compile=true, which keeps the cache in fp16)
-  at every batch size and the eager step on an fp16 cache at batch 64; one row at batch 64 adds top-k 40 and
-  top-p 0.9, to show what the filters cost. Each row's `kv_dtype` is the cache dtype it decoded with. Every row
+  replayed as a CUDA graph on CUDA, eager on a CPU) and sample.kv_dtype=auto (bf16 on CUDA; fp16 on a CPU with
+  the native attention kernel, models/decode_attention.py); on a CPU more rows time the compiled step
+  (sample.compile=true) at every batch size and the exact path (sample.kv_dtype=fp32) at batch 64; one row at
+  batch 64 adds top-k 40 and top-p 0.9, to show what the filters cost. Each row's `kv_dtype` is the cache dtype it decoded with. Every row
   is warmed up first (kernels, compilation, graph capture): ours and HF by one decode of the same length, so
   the timed run meets the allocator in its steady state, the full-recompute path by an 8-token decode. On CUDA
   all run under bf16 autocast (logits in fp32).
@@ -41,7 +41,7 @@ Same model dimensions for every implementation (vocab 65, a char model):
   the README's CPU overrides: 2 layers × 128 (4 heads), 200 steps, 100k tokens per generation). --quick runs the `debug`
   preset only, and shrinks every measurement, so the whole script takes ~30 s on a CPU.
 
-Writes JSON to --json (keys: device, model, sample, train, generation_seconds, peak_flops) and prints a
+Writes JSON to --json (keys: device, model, sample, train, generation_seconds, peak_flops, cpu_attention) and prints a
 Markdown table last. Tested (the --quick mode) by tests/test_bench.py.
 """
 from __future__ import annotations
@@ -61,6 +61,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
+from models import decode_attention  # noqa: E402
 from models.gpt import GPT, GPTConfig  # noqa: E402
 from models.linear import linear  # noqa: E402
 from models.sampling import SampleConfig, auto_batch_size, decode, kv_cache_dtype  # noqa: E402
@@ -338,10 +339,9 @@ def main(argv=None) -> dict:
             # full recompute at hundreds of rows takes minutes on a CPU; the ratio is seen at 64
             if not (impl == "nocache" and b > 64 and not cuda and not args.quick)]
     if not args.quick:
-        if not cuda:  # on a CPU compiling is an option (auto = CUDA only): the compiled step on an fp16 cache,
-            # and the eager step on an fp16 cache (its compiled attention kernel)
+        if not cuda:  # on a CPU compiling is an option (auto = CUDA only), and so is the exact fp32 cache
             plan += [("ours", b, {"compile_": "true"}) for b in batches]
-            plan.append(("ours", 64, {"kv_dtype": "fp16"}))
+            plan.append(("ours", 64, {"kv_dtype": "fp32"}))
         plan.append(("ours", 64, {"top_k": 40, "top_p": 0.9}))  # what the filters cost against pure temperature
     models = {"ours": m_ours, "nocache": m_ours, "hf": m_hf}
     sample = []
@@ -382,6 +382,8 @@ def main(argv=None) -> dict:
         "model": {**dims, "vocab_size": VOCAB, "sample_block_size": s_block, "train_block_size": t_block,
                   "params": m.num_params(), "new_tokens": new, "train_batch": t_batch},
         "peak_flops": peak, "peak_flops_source": peak_src, "mem_cap_mb": cap, "quick": args.quick,
+        # which kernel read the KV cache of the CPU rows (models/decode_attention.py): native | compiled | sdpa
+        "cpu_attention": None if cuda else decode_attention.kernel(),
         "peak_flops_bf16": peak_bf16 if bf16_rows else None,
         "peak_flops_bf16_source": peak_bf16_src if bf16_rows else None,
         "sample": sample, "train": trains, "generation_seconds": gens,
@@ -404,8 +406,9 @@ def markdown(r: dict) -> str:
     def mib(x):
         return "n/a" if x is None else f"{x / 2**20:.0f}"
 
+    attn = f"; CPU cache attention: {r['cpu_attention']}" if r.get("cpu_attention") else ""
     lines = [f"device: {r['device']}; model: {r['model']}; peak {r['peak_flops'] or 0:.3g} FLOP/s "
-             f"({r['peak_flops_source']})", "",
+             f"({r['peak_flops_source']}){attn}", "",
              "| sampling | batch | compiled | KV cache | top-k / top-p | tokens/s | × nocache | × hf | peak MiB |",
              "|---|---:|---|---|---|---:|---:|---:|---:|"]
     by = {(s["impl"], s["batch"]): s["tokens_per_s"] for s in r["sample"]}

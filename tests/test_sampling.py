@@ -275,10 +275,15 @@ def test_sampled_pairs_follow_the_model_distribution(use_cache, compile_opt, kv)
 
 # ---- KV cache dtype: the half-precision cache of a compiled CPU step, or chosen with sample.kv_dtype ---------
 
-def test_kv_dtype_auto_is_exact_eager_fp16_compiled_on_a_cpu_and_the_autocast_dtype_under_autocast():
+def test_kv_dtype_auto_is_fp16_on_a_cpu_with_the_native_kernel_or_compiled_else_the_model_dtype(monkeypatch):
     model, cpu = tiny_gpt(), torch.device("cpu")
-    assert sampling.kv_cache_dtype(SampleConfig(), model, cpu) == torch.float32  # eager: the exact path
+    native = decode_attention.native()
+    assert sampling.kv_cache_dtype(SampleConfig(), model, cpu) == (torch.float16 if native else torch.float32)
     assert sampling.kv_cache_dtype(SampleConfig(), model, cpu, compiled=True) == torch.float16
+    wide = GPT(GPTConfig(vocab_size=V, block_size=8, n_layer=1, n_head=1, n_embd=272), gen(0))  # a head of 272
+    assert sampling.kv_cache_dtype(SampleConfig(), wide, cpu) == torch.float32  # beyond the native kernel: exact
+    monkeypatch.setitem(decode_attention._STATE, "native", None)  # a CPU without the native kernel
+    assert sampling.kv_cache_dtype(SampleConfig(), model, cpu) == torch.float32  # eager: the exact path
     for name, dtype in [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]:
         assert sampling.kv_cache_dtype(SampleConfig(kv_dtype=name), model, cpu) == dtype
         assert sampling.kv_cache_dtype(SampleConfig(kv_dtype=name), model, cpu, compiled=True) == dtype
