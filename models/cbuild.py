@@ -16,6 +16,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -48,29 +49,39 @@ def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
 
 def load(source: str, flags: tuple[str, ...] = ("-O3",)) -> ctypes.CDLL:
     """The shared library built from `source` with `flags` (plus -shared -fPIC), built here on first use."""
-    compiler = os.environ.get("CC") or "cc"
-    if shutil.which(compiler) is None:
-        raise BuildError(f"no C compiler: {compiler!r} is not on PATH (set CC)")
-    with open(source, "rb") as f:
-        code = f.read()
-    version = _run([compiler, "--version"]).stdout.strip()
-    key = hashlib.sha256(b"\0".join(s.encode() if isinstance(s, str) else s for s in
-                                    (code, " ".join(flags), compiler, version, cpu_identity()))).hexdigest()[:16]
-    name = f"{os.path.splitext(os.path.basename(source))[0]}-{key}.so"
+    cc = shlex.split(os.environ.get("CC") or "cc")  # CC may carry a wrapper, e.g. "ccache gcc"
+    if not cc or shutil.which(cc[0]) is None:
+        raise BuildError(f"no C compiler: {' '.join(cc)!r} is not on PATH (set CC)")
     try:
-        os.makedirs(cache_dir(), exist_ok=True)
-        folder = cache_dir()
-    except OSError:  # read-only home: build into a folder of this process's own
-        folder = tempfile.mkdtemp(prefix="closedloop-native-")
+        with open(source, "rb") as f:
+            code = f.read()
+    except OSError as e:
+        raise BuildError(f"reading {source}: {e}") from None
+    version = _run([*cc, "--version"]).stdout.strip()
+    key = hashlib.sha256(b"\0".join(s.encode() if isinstance(s, str) else s for s in
+                                    (code, " ".join(flags), " ".join(cc), version, cpu_identity()))).hexdigest()[:16]
+    name = f"{os.path.splitext(os.path.basename(source))[0]}-{key}.so"
+    folder = cache_dir()
+    try:
+        os.makedirs(folder, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+    except OSError:
+        writable = False
     path = os.path.join(folder, name)
     if not os.path.exists(path):
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-        os.close(fd)
         try:
-            done = _run([compiler, *flags, "-shared", "-fPIC", "-o", tmp, source])
+            if not writable:  # a read-only cache: build into a folder of this process's own
+                folder = tempfile.mkdtemp(prefix="closedloop-native-")
+                path = os.path.join(folder, name)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+            os.close(fd)
+        except OSError as e:
+            raise BuildError(f"no folder to build in: {e}") from None
+        try:
+            done = _run([*cc, *flags, "-shared", "-fPIC", "-o", tmp, source, "-lm"])
             if done.returncode != 0:
                 errors = [ln for ln in done.stderr.splitlines() if "error" in ln] or done.stderr.splitlines() or [""]
-                raise BuildError(f"{compiler} failed on {os.path.basename(source)}: {errors[0].strip()}")
+                raise BuildError(f"{cc[-1]} failed on {os.path.basename(source)}: {errors[0].strip()}")
             os.replace(tmp, path)  # atomic: another process sees the whole library or none
         finally:
             if os.path.exists(tmp):

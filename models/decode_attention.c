@@ -42,10 +42,11 @@ static inline __m512 bf16_to_f32(__m256i x) { return _mm512_castsi512_ps(_mm512_
 static inline __m512 load_bf16(const void *p) { return bf16_to_f32(_mm256_loadu_si256((const __m256i *)p)); }
 static inline __m512 load_bf16_m(const void *p, __mmask16 m) { return bf16_to_f32(_mm256_maskz_loadu_epi16(m, p)); }
 
-/* exp(x) for 16 lanes of x <= 0: x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n·ln2), exp(r) by
+/* exp(x) for 16 lanes of x <= 0 (a NaN lane stays NaN, so a NaN or infinite score makes the output NaN, as in
+   torch): x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n·ln2), exp(r) by
    Cephes expf's degree-7 polynomial, 2^n built in the exponent bits (n in [-126, 0]: a normal float). */
 static inline __m512 exp_nonpositive(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* vmaxps returns its second operand for a NaN: NaN stays NaN */
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -59,6 +60,18 @@ static inline __m512 exp_nonpositive(__m512 x) {
     p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+/* Prefetch the cache lines of [p, p + bytes): the hardware prefetcher stops at every 4 KiB page and restarts at
+   every (row, head), so without this each of those starts waits for memory. */
+#ifndef PREFETCH_AHEAD
+#define PREFETCH_AHEAD 32 /* positions */
+#endif
+static inline void prefetch_t0(const void *p, int64_t bytes) {
+    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+}
+static inline void prefetch_t1(const void *p, int64_t bytes) {
+    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T1);
 }
 
 /* Lane i of the result = the sum of the 16 lanes of a[i]: pairs are added within 128-bit lanes (unpack lo/hi of
@@ -80,14 +93,15 @@ static inline __m512 sum_lanes_16(const __m512 *a) {
 /* The kernel for one cache element type and head layout: NF full chunks of 16 channels, then TAIL (a lane mask,
    0 for none) for the last D % 16. Compiled once with literal NF and TAIL for the common head sizes, so that the
    chunk loops unroll and the tail test folds away (runtime values cost ~15% here), and once with D / 16 and the mask
-   of D % 16 for any other size. Strides are in elements; nthreads is torch's intra-op thread count (the OpenMP
-   runtime is torch's own libgomp, so the two share one thread pool). Returns 0, or 1 if scratch memory could not
-   be allocated. */
+   of D % 16 for any other size. Strides are in elements; nthreads is torch's intra-op thread count (where torch
+   itself runs on libgomp, as the pip CPU wheels do, this library binds to the same libgomp.so.1 and the two share
+   one thread pool). Returns 0, 1 if scratch memory could not be allocated, or 2 for sizes it does not take
+   (D outside 1..256, T < 1: checked again here although the caller checks them, as the stack arrays depend on it). */
 #define DEFINE_KERNEL(NAME, ELEM, LOAD, LOAD_M, NF, TAIL)                                                      \
     static int NAME(const float *q, const ELEM *k, const ELEM *v, float *out, int64_t B, int64_t H, int64_t T, \
                     int64_t D, int64_t q_sb, int64_t q_sh, int64_t k_sb, int64_t k_sh, int64_t k_st,           \
                     int64_t v_sb, int64_t v_sh, int64_t v_st, int nthreads) {                                  \
-        const int64_t T16 = (T + 15) / 16 * 16;                                                                \
+        const int64_t T16 = (T + 15) / 16 * 16, row = D * (int64_t)sizeof(ELEM); /* bytes of one position */  \
         const float scale = 1.0f / sqrtf((float)D);                                                            \
         int failed = 0;                                                                                        \
         _Pragma("omp parallel num_threads(nthreads) reduction(| : failed)") {                                  \
@@ -98,6 +112,7 @@ static inline __m512 sum_lanes_16(const __m512 *a) {
                 const int64_t b = bh / H, h = bh % H;                                                          \
                 const float *qr = q + b * q_sb + h * q_sh;                                                     \
                 const ELEM *kr = k + b * k_sb + h * k_sh, *vr = v + b * v_sb + h * v_sh;                      \
+                for (int64_t t = 0; t < PREFETCH_AHEAD && t < T; t++) prefetch_t0(kr + t * k_st, row);        \
                 __m512 qv[17]; /* q / √D by chunks, zero past D */                                             \
                 for (int64_t j = 0; j < (NF); j++)                                                             \
                     qv[j] = _mm512_mul_ps(_mm512_loadu_ps(qr + 16 * j), _mm512_set1_ps(scale));                \
@@ -107,6 +122,9 @@ static inline __m512 sum_lanes_16(const __m512 *a) {
                 for (int64_t t = 0; t < T16; t += 16) {                                                        \
                     __m512 a[16];                                                                              \
                     for (int i = 0; i < 16; i++) {                                                             \
+                        /* ahead: this key row PREFETCH_AHEAD positions on (to L1), this value row (to L2) */   \
+                        if (t + i + PREFETCH_AHEAD < T) prefetch_t0(kr + (t + i + PREFETCH_AHEAD) * k_st, row); \
+                        if (t + i < T) prefetch_t1(vr + (t + i) * v_st, row);                                  \
                         const ELEM *kt = kr + (t + i < T ? t + i : T - 1) * k_st; /* past T: repeat the last */ \
                         __m512 acc = _mm512_setzero_ps();                                                      \
                         for (int64_t j = 0; j < (NF); j++) acc = _mm512_fmadd_ps(qv[j], LOAD(kt + 16 * j), acc); \
@@ -171,6 +189,7 @@ static inline __m512 sum_lanes_16(const __m512 *a) {
     int NAME(const float *q, const ELEM *k, const ELEM *v, float *out, int64_t B, int64_t H, int64_t T,        \
              int64_t D, int64_t q_sb, int64_t q_sh, int64_t k_sb, int64_t k_sh, int64_t k_st, int64_t v_sb,    \
              int64_t v_sh, int64_t v_st, int nthreads) {                                                       \
+        if (D < 1 || D > 256 || T < 1) return 2;                                                               \
         int (*body)(const float *, const ELEM *, const ELEM *, float *, int64_t, int64_t, int64_t, int64_t,    \
                     int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int) =             \
             D == 16 ? NAME##_16 : D == 32 ? NAME##_32 : D == 64 ? NAME##_64 : D == 128 ? NAME##_128 : NAME##_any; \

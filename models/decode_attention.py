@@ -1,7 +1,7 @@
 """One new token's attention over a KV cache on a CPU: the CPU sampler's hot loop, on the fastest kernel here.
 
     y = attend(q, k, v)   # q (B, H, 1, D) fp32; k, v (B, H, t, D) fp32, fp16 or bf16 -> y (B, H, 1, D) fp32
-    kernel()              # which kernel a half cache goes to here: "native" | "compiled" | "sdpa" (builds on first call)
+    kernel()              # the kernel a half cache goes to here: "native" | "compiled" | "sdpa" (built on first call)
     in_graph(q, k, v)     # the same, for code that torch.compile traces (GPT.decode_step on a CPU)
 
 Why: decoding a batch on a CPU is bound by reading the KV cache. At batch 64 the 4 × 128 char model reads
@@ -13,10 +13,11 @@ The kernels, the first that works here:
 
 1. "native": models/decode_attention.c, AVX-512 by hand (16 positions' scores reduced at once), for fp32, fp16 and
    bf16 caches; the 4 layers of the bench model at batch 64 and t = 250 take 0.29-0.33 ms from an fp16 cache
-   (inductor's loop: 0.94 ms; SDPA on the upcast values 2.8 ms) and 0.87-0.90 ms from an fp32 one (SDPA 2.1 ms). Built by models/cbuild.py with the system C
-   compiler at first use (~0.3 s, then cached per machine) on x86-64 CPUs with AVX-512 (F, BW, VL), for head sizes
-   up to 256. It is also the custom op torch.ops.closedloop.decode_attention, which
-   GPT.decode_step's compiled graph calls (models/sampling.py loads the library before compiling).
+   (inductor's loop: 0.94 ms; SDPA on the upcast values 2.8 ms) and 0.87-0.90 ms from an fp32 one (SDPA 2.1 ms).
+   Built by models/cbuild.py with the system C compiler at first use (~0.3 s, then cached per machine) on x86-64
+   CPUs with AVX-512 (F, BW, VL), for head sizes up to 256, without gradients. It is also the custom op
+   torch.ops.closedloop.decode_attention, which GPT.decode_step's compiled graph calls (models/sampling.py loads
+   the library before compiling).
 2. "compiled": `attention` below compiled by inductor with dynamic shapes, for half caches where there is no native
    kernel (ARM, x86 without AVX-512, heads over 256): ~8 s to compile once per process (~1 s with inductor's
    disk cache warm), warmed on a representative size (batch 64, 4 heads, 256 positions) laid out as the sampler
@@ -35,6 +36,7 @@ import ctypes
 import math
 import os
 import platform
+import threading
 import warnings
 
 import torch
@@ -44,8 +46,9 @@ from models import cbuild
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "decode_attention.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp")
-MAX_HEAD = 256  # channels per head the native kernel takes (17 vector registers of 16 lanes per accumulator set)
-_STATE: dict = {}  # "native": {dtype: C function} or None (set by native()); "fn": compiled kernel or None (_compiled())
+MAX_HEAD = 256  # channels per head the native kernel takes (16 vectors of 16 lanes per accumulator set)
+_LOCK = threading.Lock()  # one build or compile at a time; other threads wait for its result
+_STATE: dict = {}  # "native": {dtype: C function} or None (native()); "fn": compiled kernel or None (_compiled())
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _SYMBOLS = {torch.float32: "decode_attention_f32", torch.float16: "decode_attention_f16",
             torch.bfloat16: "decode_attention_bf16"}
@@ -73,21 +76,28 @@ def native() -> bool:
     """Whether the native kernel is available; builds and loads it on the first call in a process. Silent where the
     CPU has no AVX-512 (or CLOSEDLOOP_NATIVE=0); one warning where it should build but does not."""
     if "native" not in _STATE:
-        _STATE["native"] = None
-        if os.environ.get("CLOSEDLOOP_NATIVE", "1") != "0" and _cpu_has_avx512():
-            try:
-                lib = cbuild.load(SOURCE, FLAGS)
-                fns = {}
-                for dtype, symbol in _SYMBOLS.items():
-                    fn = getattr(lib, symbol)
-                    fn.argtypes = [_PTR] * 4 + [_I64] * 12 + [ctypes.c_int]
-                    fn.restype = ctypes.c_int
-                    fns[dtype] = fn
-                _STATE["native"] = fns
-            except (cbuild.BuildError, AttributeError) as e:
-                warnings.warn(f"the native KV-cache attention kernel is unavailable, decoding on a CPU uses a slower "
-                              f"one ({e})", RuntimeWarning, stacklevel=2)
+        with _LOCK:
+            if "native" not in _STATE:
+                _STATE["native"] = _load_native()
     return _STATE["native"] is not None
+
+
+def _load_native() -> dict | None:
+    if os.environ.get("CLOSEDLOOP_NATIVE", "1") == "0" or not _cpu_has_avx512():
+        return None
+    try:
+        lib = cbuild.load(SOURCE, FLAGS)
+        fns = {}
+        for dtype, symbol in _SYMBOLS.items():
+            fn = getattr(lib, symbol)
+            fn.argtypes = [_PTR] * 4 + [_I64] * 12 + [ctypes.c_int]
+            fn.restype = ctypes.c_int
+            fns[dtype] = fn
+        return fns
+    except (cbuild.BuildError, AttributeError, OSError) as e:
+        warnings.warn(f"the native KV-cache attention kernel is unavailable, decoding on a CPU uses a slower one "
+                      f"({e})", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def native_takes(head_dim: int) -> bool:
@@ -96,21 +106,29 @@ def native_takes(head_dim: int) -> bool:
 
 
 def _native_fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
-    """Whether the loaded native kernel takes these tensors (without building it: safe while torch.compile traces)."""
-    D = q.size(-1)
-    return (_STATE.get("native") is not None and q.device.type == "cpu" and q.dtype == torch.float32
+    """Whether the loaded native kernel takes these tensors (without building it: safe while torch.compile traces):
+    q (B, H, 1, D) fp32, k and v (B, H, t >= 1, D) of one dtype, all on the CPU with a contiguous last dimension,
+    and no gradient wanted (the kernel has no backward)."""
+    if _STATE.get("native") is None or q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        return False
+    B, H, _, D = q.shape
+    return (q.device.type == k.device.type == v.device.type == "cpu" and q.dtype == torch.float32
             and k.dtype in _SYMBOLS and v.dtype == k.dtype and q.size(2) == 1 and 1 <= D <= MAX_HEAD
-            and k.size(2) >= 1 and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1)
+            and k.shape == v.shape and k.shape[:2] == (B, H) and k.size(3) == D and k.size(2) >= 1
+            and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)))
 
 
 def _native_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     B, H, T, D = k.shape
-    out = torch.empty(B, H, 1, D, dtype=torch.float32)
+    out = q.new_empty(B, H, 1, D)  # fp32, contiguous, on the CPU
     failed = _STATE["native"][k.dtype](q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, H, T, D,
                                        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
                                        v.stride(0), v.stride(1), v.stride(2), torch.get_num_threads())
-    if failed:
+    if failed == 1:
         raise MemoryError("decode_attention: no memory for the kernel's scores")
+    if failed:
+        raise ValueError(f"decode_attention: the native kernel does not take t = {T}, head size {D}")
     return out
 
 
@@ -132,27 +150,33 @@ def _(q, k, v):
 def _compiled():
     """The inductor-compiled `attention`, compiled and run once per process; None (after one warning) if it fails."""
     if "fn" not in _STATE:
-        try:
-            fn = torch.compile(attention, dynamic=True)
-            # Inputs laid out as GPT's cached forward passes them, so that its calls reuse this graph: the sampler's
-            # inference mode, q a head view of the fused qkv projection, k and v two distinct caches' first 256
-            # of 512 slots (one tensor for both, or contiguous ones, would be guarded on and compiled again).
-            with torch.inference_mode():
-                B, H, D, S = 64, 4, 32, 512
-                q = torch.zeros(B, 1, 3 * H * D)[..., : H * D].view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
-                k, v = (torch.zeros(1, B, H, S, D, dtype=torch.float16)[0, :, :, : S // 2] for _ in range(2))
-                fn(q, k, v)
-            _STATE["fn"] = fn
-        except Exception as e:  # noqa: BLE001: any compiler failure (no C++ compiler, inductor error)
-            _STATE["fn"] = None
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            warnings.warn(f"compiling the half-precision KV-cache attention failed; a half-precision cache is read "
-                          f"through SDPA on upcast keys and values instead (slow) ({type(e).__name__}: {first})",
-                          RuntimeWarning, stacklevel=2)
+        with _LOCK:
+            if "fn" not in _STATE:
+                _STATE["fn"] = _compile()
     return _STATE["fn"]
 
 
-# ---- the entry points -------------------------------------------------------------------------------------------------
+def _compile():
+    try:
+        fn = torch.compile(attention, dynamic=True)
+        # Inputs laid out as GPT's cached forward passes them, so that its calls reuse this graph: the sampler's
+        # inference mode, q a head view of the fused qkv projection, k and v two distinct caches' first 256
+        # of 512 slots (one tensor for both, or contiguous ones, would be guarded on and compiled again).
+        with torch.inference_mode():
+            B, H, D, S = 64, 4, 32, 512
+            q = torch.zeros(B, 1, 3 * H * D)[..., : H * D].view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
+            k, v = (torch.zeros(1, B, H, S, D, dtype=torch.float16)[0, :, :, : S // 2] for _ in range(2))
+            fn(q, k, v)
+        return fn
+    except Exception as e:  # noqa: BLE001: any compiler failure (no C++ compiler, inductor error)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        warnings.warn(f"compiling the half-precision KV-cache attention failed; a half-precision cache is read "
+                      f"through SDPA on upcast keys and values instead (slow) ({type(e).__name__}: {first})",
+                      RuntimeWarning, stacklevel=4)
+        return None
+
+
+# ---- the entry points ------------------------------------------------------------------------------------------
 
 def kernel() -> str:
     """Which kernel a half-precision cache goes to in this process: "native", "compiled" or "sdpa"."""

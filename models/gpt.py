@@ -69,7 +69,7 @@ class KVCache:
 
     `pos` is the number of tokens already cached (the position of the next token). The model writes
     layer i's new keys at [pos, pos + T) and advances `pos` by T after the last layer. The dtype may be lower than
-    the model's (sample.kv_dtype; fp16 by default on a CPU): keys and values are rounded as they are
+    the model's (sample.kv_dtype; fp16 by default on an AVX-512 CPU): keys and values are rounded as they are
     stored, and attention over the cache computes in the model's dtype (models/decode_attention.py on a CPU).
     """
 

@@ -382,8 +382,8 @@ def main(argv=None) -> dict:
         "model": {**dims, "vocab_size": VOCAB, "sample_block_size": s_block, "train_block_size": t_block,
                   "params": m.num_params(), "new_tokens": new, "train_batch": t_batch},
         "peak_flops": peak, "peak_flops_source": peak_src, "mem_cap_mb": cap, "quick": args.quick,
-        # which kernel read the KV cache of the CPU rows (models/decode_attention.py): native | compiled | sdpa
-        "cpu_attention": None if cuda else decode_attention.kernel(),
+        # what read the KV cache of the CPU rows: the native kernel (models/decode_attention.py), else torch's
+        "cpu_attention": None if cuda else ("native" if decode_attention.native() else "torch"),
         "peak_flops_bf16": peak_bf16 if bf16_rows else None,
         "peak_flops_bf16_source": peak_bf16_src if bf16_rows else None,
         "sample": sample, "train": trains, "generation_seconds": gens,

@@ -58,7 +58,7 @@ def reference(q, k, v):
 
 # head sizes below, at and between multiples of 16 (masked loads), positions below, at and past multiples of 16
 SHAPES = [(3, 2, 7, 16), (1, 1, 1, 32), (2, 3, 16, 64), (64, 4, 300, 32), (2, 2, 33, 128), (1, 2, 5, 256),
-          (2, 4, 17, 24), (3, 2, 9, 8), (1, 1, 40, 1), (2, 2, 31, 200)]
+          (2, 4, 17, 24), (3, 2, 9, 8), (1, 1, 40, 1), (2, 2, 31, 200), (1, 2, 37, 255), (2, 1, 18, 241)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -85,6 +85,65 @@ def test_native_kernel_is_not_upset_by_extreme_scores(native):
     torch.testing.assert_close(decode_attention.attend(q, k, v), v[:, :, 17:18])
     torch.testing.assert_close(decode_attention.attend(torch.zeros(B, H, 1, D), k[:, :, :17], v[:, :, :17]),
                                v[:, :, :17].mean(2, keepdim=True))
+
+
+def test_native_kernel_propagates_nan_and_inf_as_torch_does(native):
+    q, k, v = cache_views(2, 2, 20, 24, torch.float16)
+    q, k = q.clone(), k.clone()
+    q[0, 1, 0, 3] = float("nan")  # row (0, 1): every score NaN
+    q[1, 0, 0, 5], k[1, 0, 7, 5] = 1.0, float("inf")  # row (1, 0): one score +inf (an overflowed fp16 key)
+    q[1, 1, 0, 5], k[1, 1, 7, 5] = 1.0, float("-inf")  # row (1, 1): one score -inf, weight 0
+    got = decode_attention.attend(q, k, v)
+    want = reference(q, k, v)
+    assert got[0, 1].isnan().all() and got[1, 0].isnan().all() and not got[1, 1].isnan().any()
+    torch.testing.assert_close(got, want, rtol=2e-6, atol=2e-6, equal_nan=True)  # as torch, row for row
+
+
+def test_native_kernel_reads_no_byte_past_a_row(native):
+    """Keys and values whose last row ends right before an inaccessible page: a read past the D channels of the last
+    position (unmasked loads of a head of 24) or past position t would kill the process."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page, t, D = mmap.PAGESIZE, 85, 24
+    guarded = []
+    for _ in range(2):
+        m = mmap.mmap(-1, 2 * page)
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        assert libc.mprotect(addr + page, page, 0) == 0  # PROT_NONE: the second page faults on any access
+        n = page // 2  # fp16 elements in the first page
+        buf = torch.frombuffer(m, dtype=torch.float16, count=n)
+        buf.copy_(torch.randn(n, generator=gen(len(guarded))).half())
+        guarded.append(buf[n - t * D:].view(1, 1, t, D))  # ends at the page boundary
+    k, v = guarded
+    q = torch.randn(1, 1, 1, D, generator=gen(3))
+    torch.testing.assert_close(decode_attention.attend(q, k, v), reference(q, k, v), rtol=2e-6, atol=2e-6)
+
+
+def test_native_kernel_on_two_threads_equals_one(native):
+    q, k, v = cache_views(5, 3, 50, 40, torch.float16)  # 15 rows split unevenly over the threads
+    threads = torch.get_num_threads()
+    one = decode_attention.attend(q, k, v)
+    try:
+        torch.set_num_threads(2)
+        two = decode_attention.attend(q, k, v)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)  # each row is computed by one thread, in the same order
+
+
+def test_native_kernel_is_not_used_for_gradients_or_mismatched_shapes(native):
+    q, k, v = cache_views(2, 2, 9, 32, torch.float32)
+    q.requires_grad_(True)
+    assert not decode_attention._native_fits(q, k, v)
+    y = decode_attention.attend(q, k, v)
+    y.sum().backward()  # SDPA: differentiable
+    assert q.grad is not None and q.grad.abs().sum() > 0
+    q = q.detach()
+    for kk, vv in [(k[:1], v[:1]), (k[:, :, :, :16], v[:, :, :, :16]), (k, v[:, :, :5])]:
+        assert not decode_attention._native_fits(q, kk, vv)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

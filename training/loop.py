@@ -164,7 +164,8 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
 
 # How the run's random streams are derived from its seed. A new scheme changes what a resumed run would sample, so
 # it is part of the config a run directory is checked against. 2: one generator per sampling batch (DDP splits them).
-RANDOM_STREAMS = 2
+# 3: tokens drawn by inverse CDF, one uniform per row (models.sampling.draw), not torch.multinomial.
+RANDOM_STREAMS = 3
 
 
 def resolved_config(prep: Prepared) -> dict:
