@@ -11,7 +11,7 @@ import pytest
 
 from training import presets
 from training.config import apply_overrides
-from training.loop import check_resume, prepare, run_loop
+from training.loop import RANDOM_STREAMS, check_resume, prepare, run_loop
 
 REQUIRED_KEYS = [
     "generation", "train/global_step", "val/loss", "val/bpc", "val/ppl", "val/entropy", "val/top1",
@@ -132,14 +132,19 @@ def test_resume_refuses_another_config_and_allows_more_generations(finished, tmp
 
 
 def test_resume_refuses_a_run_made_with_another_random_stream_scheme(finished, tmp_path):
-    # A run directory from before per-batch sampling generators would sample differently when resumed.
-    d = tmp_path / "r"
-    shutil.copytree(finished, d)
-    cfg = json.load(open(d / "config.json"))
-    del cfg["fingerprint"]["random_streams"]
-    (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"fingerprint.random_streams \(None -> 2\)"):
-        check_resume(prepare(cfg_of(**{"mix.fresh_fraction": "0.4"}), str(d)), str(d))
+    # A run directory from before per-batch sampling generators (no key), or from before inverse-CDF draws (2),
+    # would sample differently when resumed.
+    for old in (None, 2):
+        d = tmp_path / f"r{old}"
+        shutil.copytree(finished, d)
+        cfg = json.load(open(d / "config.json"))
+        if old is None:
+            del cfg["fingerprint"]["random_streams"]
+        else:
+            cfg["fingerprint"]["random_streams"] = old
+        (d / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(ValueError, match=rf"fingerprint.random_streams \({old} -> {RANDOM_STREAMS}\)"):
+            check_resume(prepare(cfg_of(**{"mix.fresh_fraction": "0.4"}), str(d)), str(d))
 
 
 @pytest.mark.parametrize("overrides", [
