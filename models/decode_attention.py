@@ -12,8 +12,10 @@ against ~100 MFLOP of matmuls. torch's kernels read it slowly: SDPA over an fp32
 The kernels, the first that works here:
 
 1. "native": models/decode_attention.c, AVX-512 by hand (16 positions' scores reduced at once), for fp32, fp16 and
-   bf16 caches; the 4 layers of the bench model at batch 64 and t = 250 take 0.29-0.33 ms from an fp16 cache
-   (inductor's loop: 0.94 ms; SDPA on the upcast values 2.8 ms) and 0.87-0.90 ms from an fp32 one (SDPA 2.1 ms).
+   bf16 caches. For the 4 layers of the bench model at batch 64 and t = 250 it is ~3× inductor's loop and ~7× SDPA
+   on the upcast values from an fp16 cache, ~2.2× SDPA from an fp32 one (same-process comparisons on the 2-core
+   bench machine, whose speed drifts by up to 2× within an hour: 0.29-0.54 ms against 0.94 and 2.7-3.8 ms; fp32
+   0.87-1.2 ms against 2.1-2.6 ms); inside a decode it reads the cache at ~50 GB/s (0.64 ms per step at batch 64).
    Built by models/cbuild.py with the system C compiler at first use (~0.3 s, then cached per machine) on x86-64
    CPUs with AVX-512 (F, BW, VL), for head sizes up to 256, without gradients. It is also the custom op
    torch.ops.closedloop.decode_attention, which GPT.decode_step's compiled graph calls (models/sampling.py loads

@@ -34,11 +34,10 @@ logits move by ~1e-3 relative, a quarter of what a bf16 cache does; CUDA's defau
 to 8 bits). sample.kv_dtype=fp32 is the exact path, where the cached decode equals the full recompute
 (`generate_reference`) up to fp32 summation order. Decoding a batch on a CPU is bound by reading the cache (33 MB
 per step for the bench model at batch 64 and the average context of 250, in fp16), which is why the half cache
-pays. On 2 CPU cores (4 × 128 char model, block_size 512, 500 new tokens, batch 64), against HF generate's
-8.8-9.9k tokens/s in the same process: eager fp32 25.3-25.7k, eager fp16 (the CPU default) 32.8-33.2k, compiled
-(fp16) 35.5-35.8k tokens/s after ~6 s of compilation. Compiling is not the CPU default: ~7% faster steps do not
-pay for the compile in short runs or the test suite; runs that sample millions of tokens may pass
---sample.compile=true.
+pays. On 2 CPU cores (4 × 128 char model, block_size 512, 500 new tokens, batch 64; scripts/bench.py): the CPU
+default (eager, fp16 cache) 31.0k tokens/s, 3.36× HF generate's 9.2k; compiled 33.6k (3.64×); the exact fp32
+path 25.5k (2.77×). Compiling is not the CPU default: ~3-8% faster steps do not pay for ~6 s of compilation per
+process in short runs or the test suite; runs that sample millions of tokens may pass --sample.compile=true.
 
 Randomness: one `sample_next_token` call per step for the whole batch (finished rows included), and
 both paths check "all rows finished" only every CHECK_EVERY steps, so the fast path and
