@@ -270,3 +270,26 @@ def test_cbuild_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with pytest.raises(cbuild.BuildError, match="no C compiler"):
         cbuild.load(str(src))
+
+
+def test_the_traced_cpu_decode_step_calls_the_native_op(native):
+    """GPT.decode_step as torch.compile traces it on a CPU (dynamic shapes, span = pos + 1): attention is one call
+    of closedloop::decode_attention per layer, not the written-out math (captured here without inductor)."""
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=48), gen(0)).eval()
+    step = torch.compile(type(model).decode_step, backend=capture, dynamic=True)
+    cache = model.new_kv_cache(3, dtype=torch.float16)
+    x = torch.randint(1, 50, (3, 6), generator=gen(1))
+    with torch.inference_mode():
+        model(x[:, :5], kv_cache=cache)
+        got = step(model, x[:, 5:], torch.tensor(5), cache, 6)
+        cache.pos = 5  # the same step again, eagerly, over the same cache
+        want = model(x[:, 5:], kv_cache=cache)[:, -1]
+    calls = [n for g in graphs for n in g.graph.nodes if "closedloop.decode_attention" in str(n.target)]
+    assert len(calls) == 2  # one per layer
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
