@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import torch
 
+from models import decode_attention
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -42,4 +44,6 @@ def environment(device: torch.device, argv: list[str] | None = None) -> dict:
     }
     if device.type == "cuda":
         info["cuda"] = torch.version.cuda
+    else:  # what reads the KV cache when sampling here; "native" also means sample.kv_dtype=auto keeps it in fp16
+        info["cpu_decode_attention"] = "native" if decode_attention.native() else "torch"
     return info
