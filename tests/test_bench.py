@@ -34,7 +34,7 @@ def test_quick_bench_writes_every_row(tmp_path):
                            "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
-    assert r["device"].startswith("cpu")
+    assert r["device"].startswith("cpu") and r["cpu_attention"] in ("native", "torch")
     assert {"n_layer", "n_head", "n_embd", "vocab_size", "params"} <= set(r["model"])
     rows = {(s["impl"], s["batch"]) for s in r["sample"]}
     batches = sorted({b for _, b in rows})
