@@ -7,11 +7,13 @@ The compiler is $CC, else `cc`. The library is cached in $XDG_CACHE_HOME/closedl
 ~/.cache/closedloop/native) under a hash of the source, the flags, the compiler's `--version` and this CPU's
 model and feature flags: a -march=native build must never be loaded on another kind of CPU (a home directory shared
 across a cluster's nodes). It is compiled to a temporary file and renamed into place, so processes building at once
-(DDP ranks, sweep workers) never load a half-written file. A first build of a small kernel takes well under a
-second; later processes only load it. Tested by `pytest tests/test_decode_attention.py`.
+(DDP ranks, sweep workers) never load a half-written file. Where the cache cannot be written, the library is built
+in a temporary folder of the process's own, loaded, and its file removed. A first build of a small kernel takes
+well under a second; later processes only load it. Tested by `pytest tests/test_decode_attention.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -42,14 +44,17 @@ def cpu_identity() -> str:
 
 def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise BuildError(f"{cmd[0]}: {e}") from None
 
 
 def load(source: str, flags: tuple[str, ...] = ("-O3",)) -> ctypes.CDLL:
     """The shared library built from `source` with `flags` (plus -shared -fPIC), built here on first use."""
-    cc = shlex.split(os.environ.get("CC") or "cc")  # CC may carry a wrapper, e.g. "ccache gcc"
+    try:
+        cc = shlex.split(os.environ.get("CC") or "cc")  # CC may carry a wrapper or flags, e.g. "ccache gcc"
+    except ValueError as e:
+        raise BuildError(f"CC={os.environ.get('CC')!r} does not parse: {e}") from None
     if not cc or shutil.which(cc[0]) is None:
         raise BuildError(f"no C compiler: {' '.join(cc)!r} is not on PATH (set CC)")
     try:
@@ -61,32 +66,35 @@ def load(source: str, flags: tuple[str, ...] = ("-O3",)) -> ctypes.CDLL:
     key = hashlib.sha256(b"\0".join(s.encode() if isinstance(s, str) else s for s in
                                     (code, " ".join(flags), " ".join(cc), version, cpu_identity()))).hexdigest()[:16]
     name = f"{os.path.splitext(os.path.basename(source))[0]}-{key}.so"
-    folder = cache_dir()
-    try:
-        os.makedirs(folder, exist_ok=True)
-        writable = os.access(folder, os.W_OK)
-    except OSError:
-        writable = False
-    path = os.path.join(folder, name)
+    path = os.path.join(cache_dir(), name)
+    private = None  # a folder of this process's own, where the cache cannot be written (removed after loading)
     if not os.path.exists(path):
         try:
-            if not writable:  # a read-only cache: build into a folder of this process's own
-                folder = tempfile.mkdtemp(prefix="closedloop-native-")
-                path = os.path.join(folder, name)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-            os.close(fd)
-        except OSError as e:
-            raise BuildError(f"no folder to build in: {e}") from None
+            os.makedirs(cache_dir(), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache_dir())
+        except OSError:  # a read-only (or unusable) cache
+            try:
+                private = tempfile.mkdtemp(prefix="closedloop-native-")
+                fd, tmp = tempfile.mkstemp(suffix=".so", dir=private)
+            except OSError as e:
+                raise BuildError(f"no folder to build in: {e}") from None
+            path = os.path.join(private, name)
+        os.close(fd)
         try:
             done = _run([*cc, *flags, "-shared", "-fPIC", "-o", tmp, source, "-lm"])
             if done.returncode != 0:
                 errors = [ln for ln in done.stderr.splitlines() if "error" in ln] or done.stderr.splitlines() or [""]
-                raise BuildError(f"{cc[-1]} failed on {os.path.basename(source)}: {errors[0].strip()}")
+                raise BuildError(f"{' '.join(cc)} failed on {os.path.basename(source)}: {errors[0].strip()}")
             os.replace(tmp, path)  # atomic: another process sees the whole library or none
+        except OSError as e:
+            raise BuildError(f"installing the library built from {os.path.basename(source)}: {e}") from None
         finally:
-            if os.path.exists(tmp):
+            with contextlib.suppress(OSError):
                 os.remove(tmp)
     try:
         return ctypes.CDLL(path)
     except OSError as e:
         raise BuildError(f"loading {path}: {e}") from None
+    finally:
+        if private is not None:  # loaded (or not): the file is no longer needed on disk
+            shutil.rmtree(private, ignore_errors=True)

@@ -42,8 +42,8 @@ static inline __m512 bf16_to_f32(__m256i x) { return _mm512_castsi512_ps(_mm512_
 static inline __m512 load_bf16(const void *p) { return bf16_to_f32(_mm256_loadu_si256((const __m256i *)p)); }
 static inline __m512 load_bf16_m(const void *p, __mmask16 m) { return bf16_to_f32(_mm256_maskz_loadu_epi16(m, p)); }
 
-/* exp(x) for 16 lanes of x <= 0 (a NaN lane stays NaN, so a NaN or infinite score makes the output NaN, as in
-   torch): x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n·ln2), exp(r) by
+/* exp(x) for 16 lanes of x <= 0 (a NaN lane stays NaN, so a NaN or +inf score makes the output NaN, as in torch;
+   a -inf score gets weight exp(-87), i.e. 0): x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n·ln2), exp(r) by
    Cephes expf's degree-7 polynomial, 2^n built in the exponent bits (n in [-126, 0]: a normal float). */
 static inline __m512 exp_nonpositive(__m512 x) {
     x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* vmaxps returns its second operand for a NaN: NaN stays NaN */
@@ -68,10 +68,12 @@ static inline __m512 exp_nonpositive(__m512 x) {
 #define PREFETCH_AHEAD 32 /* positions */
 #endif
 static inline void prefetch_t0(const void *p, int64_t bytes) {
-    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+    const char *end = (const char *)p + bytes; /* every line the bytes touch, from p's line on */
+    for (const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)63); c < end; c += 64) _mm_prefetch(c, _MM_HINT_T0);
 }
 static inline void prefetch_t1(const void *p, int64_t bytes) {
-    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T1);
+    const char *end = (const char *)p + bytes;
+    for (const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)63); c < end; c += 64) _mm_prefetch(c, _MM_HINT_T1);
 }
 
 /* Lane i of the result = the sum of the 16 lanes of a[i]: pairs are added within 128-bit lanes (unpack lo/hi of

@@ -174,7 +174,7 @@ def _compile():
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         warnings.warn(f"compiling the half-precision KV-cache attention failed; a half-precision cache is read "
                       f"through SDPA on upcast keys and values instead (slow) ({type(e).__name__}: {first})",
-                      RuntimeWarning, stacklevel=4)
+                      RuntimeWarning, stacklevel=3)
         return None
 
 

@@ -99,34 +99,54 @@ def test_native_kernel_propagates_nan_and_inf_as_torch_does(native):
     torch.testing.assert_close(got, want, rtol=2e-6, atol=2e-6, equal_nan=True)  # as torch, row for row
 
 
-def test_native_kernel_reads_no_byte_past_a_row(native):
-    """Keys and values whose last row ends right before an inaccessible page: a read past the D channels of the last
-    position (unmasked loads of a head of 24) or past position t would kill the process."""
-    import ctypes
-    import mmap
+GUARD_PAGE_SCRIPT = """
+import ctypes, mmap, torch
+import torch.nn.functional as F
+from models import decode_attention
+assert decode_attention.native()
+libc = ctypes.CDLL(None)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+page = mmap.PAGESIZE
+keep = []
+for dtype in (torch.float16, torch.float32):
+    for D in (24, 8):  # a full chunk and a tail, a tail only: both read with masked loads at the row's end
+        t = page // dtype.itemsize // D
+        kv = []
+        for _ in range(2):
+            m = mmap.mmap(-1, 2 * page)
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+            assert libc.mprotect(addr + page, page, 0) == 0  # PROT_NONE: the second page faults on any access
+            n = page // dtype.itemsize  # elements in the first page
+            buf = torch.frombuffer(m, dtype=dtype, count=n)
+            buf.copy_(torch.randn(n))
+            kv.append(buf[n - t * D:].view(1, 1, t, D))  # the last position ends at the page boundary
+            keep.append(m)
+        q = torch.randn(1, 1, 1, D)
+        want = F.scaled_dot_product_attention(q.double(), kv[0].double(), kv[1].double()).float()
+        torch.testing.assert_close(decode_attention.attend(q, *kv), want, rtol=2e-6, atol=2e-6)
+print("ok")
+"""
 
-    libc = ctypes.CDLL(None)
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    page, t, D = mmap.PAGESIZE, 85, 24
-    guarded = []
-    for _ in range(2):
-        m = mmap.mmap(-1, 2 * page)
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-        assert libc.mprotect(addr + page, page, 0) == 0  # PROT_NONE: the second page faults on any access
-        n = page // 2  # fp16 elements in the first page
-        buf = torch.frombuffer(m, dtype=torch.float16, count=n)
-        buf.copy_(torch.randn(n, generator=gen(len(guarded))).half())
-        guarded.append(buf[n - t * D:].view(1, 1, t, D))  # ends at the page boundary
-    k, v = guarded
-    q = torch.randn(1, 1, 1, D, generator=gen(3))
-    torch.testing.assert_close(decode_attention.attend(q, k, v), reference(q, k, v), rtol=2e-6, atol=2e-6)
+
+def test_native_kernel_reads_no_byte_past_a_row(native):
+    """Keys and values whose last position ends right before an inaccessible page (fp16 and fp32, heads of 24 and 8):
+    a read past the D channels of the last position, or past position t, would kill the process; a subprocess, so
+    that such a regression fails this test rather than the whole run."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", GUARD_PAGE_SCRIPT], cwd=root, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-1500:])
 
 
 def test_native_kernel_on_two_threads_equals_one(native):
     q, k, v = cache_views(5, 3, 50, 40, torch.float16)  # 15 rows split unevenly over the threads
     threads = torch.get_num_threads()
-    one = decode_attention.attend(q, k, v)
     try:
+        torch.set_num_threads(1)
+        one = decode_attention.attend(q, k, v)
         torch.set_num_threads(2)
         two = decode_attention.attend(q, k, v)
     finally:
@@ -259,6 +279,17 @@ def test_cbuild_builds_once_and_rebuilds_when_the_source_changes(tmp_path, monke
     assert len(os.listdir(cbuild.cache_dir())) == 2  # no temporary files left behind
 
 
+def test_cbuild_builds_privately_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))  # makedirs fails, even for root
+    monkeypatch.setattr(cbuild.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    src = tmp_path / "add.c"
+    src.write_text("int add(int a, int b) { return a + b; }\n")
+    assert cbuild.load(str(src)).add(2, 3) == 5
+    assert os.listdir(tmp_path / "tmp") == []  # the private folder is gone once the library is loaded
+
+
 def test_cbuild_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     src = tmp_path / "bad.c"
@@ -270,9 +301,12 @@ def test_cbuild_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with pytest.raises(cbuild.BuildError, match="no C compiler"):
         cbuild.load(str(src))
+    monkeypatch.setenv("CC", '"gcc')  # an unbalanced quote
+    with pytest.raises(cbuild.BuildError, match="does not parse"):
+        cbuild.load(str(src))
 
 
-def test_the_traced_cpu_decode_step_calls_the_native_op(native):
+def test_the_traced_cpu_decode_step_calls_the_native_op(native, monkeypatch):
     """GPT.decode_step as torch.compile traces it on a CPU (dynamic shapes, span = pos + 1): attention is one call
     of closedloop::decode_attention per layer, not the written-out math (captured here without inductor)."""
     graphs = []
@@ -281,15 +315,26 @@ def test_the_traced_cpu_decode_step_calls_the_native_op(native):
         graphs.append(gm)
         return gm.forward
 
+    native_calls = []
+    call = decode_attention._native_call
+
+    def counted(q, k, v):
+        native_calls.append(k.dtype)
+        return call(q, k, v)
+
+    monkeypatch.setattr(decode_attention, "_native_call", counted)
     model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=48), gen(0)).eval()
     step = torch.compile(type(model).decode_step, backend=capture, dynamic=True)
     cache = model.new_kv_cache(3, dtype=torch.float16)
     x = torch.randint(1, 50, (3, 6), generator=gen(1))
     with torch.inference_mode():
         model(x[:, :5], kv_cache=cache)
+        native_calls.clear()  # (the prefill attends over its fresh keys: no cache read)
         got = step(model, x[:, 5:], torch.tensor(5), cache, 6)
+        assert native_calls == [torch.float16] * 2  # the op ran the native kernel, once per layer
         cache.pos = 5  # the same step again, eagerly, over the same cache
         want = model(x[:, 5:], kv_cache=cache)[:, -1]
     calls = [n for g in graphs for n in g.graph.nodes if "closedloop.decode_attention" in str(n.target)]
     assert len(calls) == 2  # one per layer
+    assert not [n for g in graphs for n in g.graph.nodes if "amax" in str(n.target)]  # not the written-out math
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

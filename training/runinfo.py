@@ -44,6 +44,7 @@ def environment(device: torch.device, argv: list[str] | None = None) -> dict:
     }
     if device.type == "cuda":
         info["cuda"] = torch.version.cuda
-    else:  # what reads the KV cache when sampling here; "native" also means sample.kv_dtype=auto keeps it in fp16
+    elif device.type == "cpu":  # what reads the KV cache when sampling here; "native" also means that
+        # sample.kv_dtype=auto keeps an fp32 model's cache in fp16 (heads of up to 256 channels, no autocast)
         info["cpu_decode_attention"] = "native" if decode_attention.native() else "torch"
     return info
