@@ -36,15 +36,19 @@
 static inline __m512 load_f32(const void *p) { return _mm512_loadu_ps((const float *)p); }
 static inline __m512 load_f32_m(const void *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 static inline __m512 load_f16(const void *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
-static inline __m512 load_f16_m(const void *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+static inline __m512 load_f16_m(const void *p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
 /* bf16 is the top half of an fp32: widen to 32 bits and shift into place */
-static inline __m512 bf16_to_f32(__m256i x) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(x), 16)); }
+static inline __m512 bf16_to_f32(__m256i x) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(x), 16));
+}
 static inline __m512 load_bf16(const void *p) { return bf16_to_f32(_mm256_loadu_si256((const __m256i *)p)); }
 static inline __m512 load_bf16_m(const void *p, __mmask16 m) { return bf16_to_f32(_mm256_maskz_loadu_epi16(m, p)); }
 
 /* exp(x) for 16 lanes of x <= 0 (a NaN lane stays NaN, so a NaN or +inf score makes the output NaN, as in torch;
-   a -inf score gets weight exp(-87), i.e. 0): x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n·ln2), exp(r) by
-   Cephes expf's degree-7 polynomial, 2^n built in the exponent bits (n in [-126, 0]: a normal float). */
+   a -inf score gets weight exp(-87), i.e. 0): x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact
+   n·ln2), exp(r) by Cephes expf's degree-7 polynomial, 2^n built in the exponent bits (n in [-126, 0]: normal). */
 static inline __m512 exp_nonpositive(__m512 x) {
     x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* vmaxps returns its second operand for a NaN: NaN stays NaN */
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),

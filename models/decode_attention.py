@@ -1,7 +1,7 @@
 """One new token's attention over a KV cache on a CPU: the CPU sampler's hot loop, on the fastest kernel here.
 
     y = attend(q, k, v)   # q (B, H, 1, D) fp32; k, v (B, H, t, D) fp32, fp16 or bf16 -> y (B, H, 1, D) fp32
-    kernel()              # the kernel a half cache goes to here: "native" | "compiled" | "sdpa" (built on first call)
+    native()              # whether the native kernel is available here (built and loaded on the first call)
     in_graph(q, k, v)     # the same, for code that torch.compile traces (GPT.decode_step on a CPU)
 
 Why: decoding a batch on a CPU is bound by reading the KV cache. At batch 64 the 4 × 128 char model reads
@@ -179,13 +179,6 @@ def _compile():
 
 
 # ---- the entry points ------------------------------------------------------------------------------------------
-
-def kernel() -> str:
-    """Which kernel a half-precision cache goes to in this process: "native", "compiled" or "sdpa"."""
-    if native():
-        return "native"
-    return "compiled" if _compiled() is not None else "sdpa"
-
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Attention of one new token (q (B, H, 1, D)) over every cached position (k, v (B, H, t, D), any float dtype),

@@ -16,10 +16,10 @@ Same model dimensions for every implementation (vocab 65, a char model):
   replayed as a CUDA graph on CUDA, eager on a CPU) and sample.kv_dtype=auto (bf16 on CUDA; fp16 on a CPU with
   the native attention kernel, models/decode_attention.py); on a CPU more rows time the compiled step
   (sample.compile=true) at every batch size and the exact path (sample.kv_dtype=fp32) at batch 64; one row at
-  batch 64 adds top-k 40 and top-p 0.9, to show what the filters cost. Each row's `kv_dtype` is the cache dtype it decoded with. Every row
-  is warmed up first (kernels, compilation, graph capture): ours and HF by one decode of the same length, so
-  the timed run meets the allocator in its steady state, the full-recompute path by an 8-token decode. On CUDA
-  all run under bf16 autocast (logits in fp32).
+  batch 64 adds top-k 40 and top-p 0.9, to show what the filters cost. Each row's `kv_dtype` is the cache dtype
+  it decoded with. Every row is warmed up first (kernels, compilation, graph capture): ours and HF by one decode
+  of the same length, so the timed run meets the allocator in its steady state, the full-recompute path by an
+  8-token decode. On CUDA all run under bf16 autocast (logits in fp32).
 - training, tokens/s and MFU, every row with its `dtype` and `compile`: `ours` = training.trainer.train with its
   defaults (fused AdamW; on CUDA bf16 autocast, TF32, torch.compile; fp32 eager on a CPU, its linears on
   oneDNN), then on a CPU the options: compiled fp32 (inductor's own matmuls, MKL), and where the CPU multiplies
@@ -41,8 +41,8 @@ Same model dimensions for every implementation (vocab 65, a char model):
   the README's CPU overrides: 2 layers × 128 (4 heads), 200 steps, 100k tokens per generation). --quick runs the `debug`
   preset only, and shrinks every measurement, so the whole script takes ~30 s on a CPU.
 
-Writes JSON to --json (keys: device, model, sample, train, generation_seconds, peak_flops, cpu_attention) and prints a
-Markdown table last. Tested (the --quick mode) by tests/test_bench.py.
+Writes JSON to --json (keys: device, model, sample, train, generation_seconds, peak_flops, cpu_attention) and
+prints a Markdown table last. Tested (the --quick mode) by tests/test_bench.py.
 """
 from __future__ import annotations
 
