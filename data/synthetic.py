@@ -18,7 +18,7 @@ number of sentences (mean ``mean_doc_sentences``). Documents contain only ``[a-z
 Use: ``lang = SyntheticLanguage(SyntheticConfig()); docs = lang.sample_documents(100, rng)``;
 ``lang.logprob(doc)`` (nats), ``lang.entropy_rate_bits_per_char()``, and the exact next-character law
 ``lang.next_char_logprobs(doc_so_far, alphabet)`` (the ground-truth char-level model).
-Test: ``/tmp/probe-venv/bin/python -m pytest tests/test_synthetic.py tests/test_truth.py -q``.
+Test: ``python -m pytest tests/test_synthetic.py tests/test_truth.py -q``.
 """
 from __future__ import annotations
 

@@ -6,25 +6,22 @@ lm_head tied to the token embedding. The initialisation is drawn from an explici
 `torch.Generator`, so two models built from equally seeded generators are bit-identical and the
 global RNG is never touched (dropout, off by default, does use the global RNG while training).
 
-    model = GPT(GPTConfig(vocab_size=65), torch.Generator().manual_seed(0))
+    model = GPT(GPTConfig(vocab_size=65), torch.Generator().manual_seed(0))   # or models.build_model(cfg, gen)
     logits = model(idx)                                  # (B, T, V) float32
     loss = model(idx, targets)                           # scalar, nats/token
     nats = model(idx, targets, reduction="none")         # (B, T), nats/token, 0 where target == -1
     cache = model.new_kv_cache(B); model(prompt, kv_cache=cache); model(next_tok, kv_cache=cache)
-    logits = model.decode_step(next_tok, pos, cache)       # (B, V) float32; pos a 0-d long tensor
-    logits = model.decode_step(next_tok, pos, cache, span=n)  # the same over the first n = pos + 1 slots only
+    logits = model.decode_step(next_tok, pos, cache)     # (B, V) float32; pos a 0-d long tensor
 
 Two cached paths. `forward` with a cache is dynamic: it writes at the Python int kv_cache.pos and attends
 over the pos + T filled slots, so shapes change every call (right for a prompt of any length). `decode_step`
-is the one-token step for compiled decoding: the position is a 0-d tensor and the new key/value is written in
-place with index_put_. Without `span`, attention spans all block_size slots under the mask `slot <= pos`, so
-every shape is the same at every step: torch.compile traces it once and CUDA can capture it as a graph. With
-`span` (an int, symbolic when compiled with dynamic shapes, as on a CPU) it reads only the filled slots.
-models/sampling.py decides which. The cache may be kept in a lower precision than the model (fp16 on a CPU,
-bf16 under autocast); attention always computes in the model's (or autocast's) dtype.
+is the one-token step for compiled decoding on CUDA: the position is a 0-d tensor, the new key/value is written
+in place with index_put_, and attention spans all block_size slots under the mask `slot <= pos`, so every shape
+is the same at every step: torch.compile traces it once and CUDA replays it as a graph (models/sampling.py
+applies the compilation from outside). The cache is fp32 unless the caller asks for less (bf16 under CUDA
+autocast); attention computes in the model's (or autocast's) dtype.
 
-Linear layers are models/linear.py's (nn.Linear's parameters; fp32 CPU products on oneDNN).
-Device, compile, logging and training live elsewhere. Tested by `pytest tests/test_gpt.py`.
+Device, compile, logging and training live elsewhere. Tested by `python -m pytest tests/test_gpt.py`.
 """
 from __future__ import annotations
 
@@ -34,9 +31,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from models import decode_attention
-from models.linear import Linear
 
 
 @dataclass
@@ -68,9 +62,9 @@ class KVCache:
     """Preallocated keys/values for every layer: k, v of shape (n_layer, B, n_head, block_size, head_dim).
 
     `pos` is the number of tokens already cached (the position of the next token). The model writes
-    layer i's new keys at [pos, pos + T) and advances `pos` by T after the last layer. The dtype may be lower than
-    the model's (sample.kv_dtype; fp16 by default on an AVX-512 CPU): keys and values are rounded as they are
-    stored, and attention over the cache computes in the model's dtype (models/decode_attention.py on a CPU).
+    layer i's new keys at [pos, pos + T) and advances `pos` by T after the last layer. The dtype is the model's
+    (fp32: the exact path) unless sample.kv_dtype asks for less (bf16 under CUDA autocast): keys and values are
+    rounded as they are stored, and attention over the cache computes in the model's (or autocast's) dtype.
     """
 
     def __init__(self, cfg: GPTConfig, batch_size: int, device=None, dtype=None):
@@ -88,22 +82,6 @@ class KVCache:
         self.pos = 0
 
 
-def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor,
-                   dropout_p: float = 0.0) -> torch.Tensor:
-    """Attention written out: softmax(q kᵀ / √D, only where `allowed`) v, for q (B, H, T, D), k and v (B, H, S, D),
-    allowed bool (T, S) or broadcastable. The same function as SDPA with that boolean mask.
-
-    Used when torch.compile traces the training forward on a CPU: inductor fuses scale, mask and softmax into one
-    loop around two batched matmuls, which on 2 CPU cores trained the 4 × 128 char model (T = 64) 1.7× faster in
-    bf16 and 1.04× in fp32 than compiling around the CPU flash kernel. Eager CPU and CUDA keep SDPA (flash
-    attention on the GPU); a compiled CPU decode step uses decode_attention.in_graph over the filled slots."""
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, T, S)
-    att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-    if dropout_p > 0:
-        att = F.dropout(att, dropout_p, True)
-    return att @ v  # (B, H, T, D)
-
-
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout, skipped when it is the identity (p = 0 or eval): its call costs ~3 µs, 9 times per decode step."""
     return F.dropout(x, p, True) if training and p > 0 else x
@@ -114,74 +92,61 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = cfg.n_head
         self.dropout = cfg.dropout
-        self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd)
-        self.c_proj = Linear(cfg.n_embd, cfg.n_embd)
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def _qkv(self, x: torch.Tensor):
+        """(B, T, C) -> q, k, v of shape (B, H, T, D)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        return (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
 
     def forward(self, x: torch.Tensor, layer: int, kv_cache: KVCache | None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, H, T, D)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k, v = self._qkv(x)
         dropout_p = self.dropout if self.training else 0.0
-        if kv_cache is None and x.device.type == "cpu" and torch.compiler.is_compiling():
-            y = attention_math(q, k, v, torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), dropout_p)
-        elif kv_cache is None:
+        if kv_cache is None or kv_cache.pos == 0:
+            if kv_cache is not None:  # prefill: store this chunk's keys/values (rounded to the cache's dtype)
+                kv_cache.k[layer, :, :, :T] = k
+                kv_cache.v[layer, :, :, :T] = v
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             pos = kv_cache.pos
-            kv_cache.k[layer, :, :, pos:pos + T] = k  # rounded to the cache's dtype if lower (sample.kv_dtype)
+            kv_cache.k[layer, :, :, pos:pos + T] = k
             kv_cache.v[layer, :, :, pos:pos + T] = v
-            if pos == 0:  # prefill: the usual causal mask over this chunk's own (unrounded) keys and values
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-            else:
-                k = kv_cache.k[layer, :, :, :pos + T]  # (B, H, pos + T, D): cached + new keys
-                v = kv_cache.v[layer, :, :, :pos + T]
-                if T == 1 and x.device.type == "cpu" and dropout_p == 0:
-                    y = decode_attention.attend(q, k, v)  # one kernel reading the cache in its own dtype
-                elif T == 1:  # one new token sees every cached position 0..pos: no mask
-                    y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), dropout_p=dropout_p)
-                else:  # chunk after a cached prefix: new token i (at pos + i) sees keys j <= pos + i
-                    rows = torch.arange(T, device=x.device)[:, None] + pos
-                    mask = torch.arange(pos + T, device=x.device)[None, :] <= rows  # (T, pos + T) bool
-                    y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask,
-                                                       dropout_p=dropout_p)
+            k = kv_cache.k[layer, :, :, :pos + T].to(q.dtype)  # (B, H, pos + T, D): cached + new keys
+            v = kv_cache.v[layer, :, :, :pos + T].to(q.dtype)
+            mask = None  # one new token sees every cached position 0..pos
+            if T > 1:  # a chunk after a cached prefix: new token i (at pos + i) sees keys j <= pos + i
+                rows = torch.arange(T, device=x.device)[:, None] + pos
+                mask = torch.arange(pos + T, device=x.device)[None, :] <= rows  # (T, pos + T) bool
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return _dropout(self.c_proj(y), self.dropout, self.training)
 
-    def step(self, x: torch.Tensor, layer: int, pos: torch.Tensor, mask: torch.Tensor | None, kv_cache: KVCache,
-             span: int | None = None):
-        """One-token attention for compiled decoding (inference): x (B, 1, C) at position pos (0-d long tensor)
-        -> (B, 1, C). Writes this token's key/value into slot pos of the cache, then attends
-
-        - span None (static shapes, CUDA graphs): over all block_size slots with mask (1, block_size) bool =
-          slot <= pos, so the slots after pos (zeros or stale keys of an earlier context) get weight exactly 0
-          and no shape depends on pos;
-        - span = pos + 1 (a CPU, compiled with dynamic shapes): over the filled slots only, reading the cache in its
-          own dtype (decode_attention.in_graph: the native kernel's op, or the same fp32 math on fp16 keys/values
-          fused by inductor), half the bytes of an fp32 cache."""
+    def step(self, x: torch.Tensor, layer: int, pos: torch.Tensor, mask: torch.Tensor, kv_cache: KVCache):
+        """One-token attention with static shapes (inference): x (B, 1, C) at position pos (0-d long tensor)
+        -> (B, 1, C). Writes this token's key/value into slot pos of the cache, then attends over all block_size
+        slots under mask (1, block_size) bool = slot <= pos, so the slots after pos (zeros or stale keys of an
+        earlier context) get weight exactly 0 and no shape depends on pos (one CUDA graph for every step)."""
         B, _, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, 1, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, 1, D)
+        q, k, v = self._qkv(x)  # (B, H, 1, D)
         # index_put_ on the whole (n_layer, B, H, block_size, D) cache at [layer, :, :, pos]: compiled, it writes
         # B·H·D values in place; index_copy_ on the view cache.k[layer] (or a slice assignment at a symbolic
         # position) made inductor copy the layer's whole cache.
         at = [torch.full((), layer, dtype=torch.long, device=x.device), None, None, pos]
         torch.ops.aten.index_put_(kv_cache.k, at, k[:, :, 0].to(kv_cache.k.dtype))
         torch.ops.aten.index_put_(kv_cache.v, at, v[:, :, 0].to(kv_cache.v.dtype))
-        if span is not None:
-            keys, values = kv_cache.k[layer, :, :, :span], kv_cache.v[layer, :, :, :span]  # (B, H, span, D)
-            y = decode_attention.in_graph(q, keys, values).to(x.dtype)  # (B, H, 1, D)
-        else:
-            keys, values = kv_cache.k[layer].to(q.dtype), kv_cache.v[layer].to(q.dtype)  # (B, H, block_size, D)
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, 1, D)
+        keys, values = kv_cache.k[layer].to(q.dtype), kv_cache.v[layer].to(q.dtype)  # (B, H, block_size, D)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, 1, D)
         return self.c_proj(y.transpose(1, 2).reshape(B, 1, C))
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.c_fc = Linear(cfg.n_embd, 4 * cfg.n_embd)
-        self.c_proj = Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,9 +165,8 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), layer, kv_cache)
         return x + self.mlp(self.ln_2(x))
 
-    def step(self, x: torch.Tensor, layer: int, pos: torch.Tensor, mask: torch.Tensor | None, kv_cache: KVCache,
-             span: int | None = None):
-        x = x + self.attn.step(self.ln_1(x), layer, pos, mask, kv_cache, span)
+    def step(self, x: torch.Tensor, layer: int, pos: torch.Tensor, mask: torch.Tensor, kv_cache: KVCache):
+        x = x + self.attn.step(self.ln_1(x), layer, pos, mask, kv_cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -219,7 +183,7 @@ class GPT(nn.Module):
             self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
             self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
             self.ln_f = nn.LayerNorm(cfg.n_embd, bias=False)
-            self.lm_head = Linear(cfg.n_embd, cfg.vocab_size)
+            self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.to_empty(device="cpu")
         self.lm_head.weight = self.wte.weight  # tie after to_empty, which would untie them
         self._init_weights(generator)
@@ -266,28 +230,21 @@ class GPT(nn.Module):
                                ignore_index=-1, reduction=reduction)
         return loss if reduction == "mean" else loss.view(B, T)
 
-    def decode_step(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache,
-                    span: int | None = None) -> torch.Tensor:
-        """One-token step for compiled decoding (inference, no dropout): idx (B, 1) long, the tokens at position
-        pos, a 0-d long tensor on the model's device with 0 <= pos < block_size (not checked: that would sync with
-        the host); kv_cache holds positions 0..pos-1. Writes slot pos of every layer's keys/values, leaves
-        kv_cache.pos alone (the caller keeps the Python-side count) and returns the next-token logits
-        (B, V) float32, upcast under autocast as in forward.
-
-        Equals forward(idx, kv_cache=cache) with cache.pos == pos up to float rounding. With span None every
-        tensor it touches has a fixed shape (the cache is read over all block_size slots under a mask), so one
-        torch.compile graph serves every step and can be replayed as a CUDA graph. With span = pos + 1 (an int)
-        attention reads only the filled slots: compiled with dynamic shapes, one graph still serves every step
-        (span is symbolic), which on a CPU reads half the cache on average (no CUDA graph there to keep static)."""
+    def decode_step(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache) -> torch.Tensor:
+        """One-token step with static shapes (inference, no dropout): idx (B, 1) long, the tokens at position pos,
+        a 0-d long tensor on the model's device with 0 <= pos < block_size (not checked: that would sync with the
+        host); kv_cache holds positions 0..pos-1. Writes slot pos of every layer's keys/values, leaves
+        kv_cache.pos alone (the caller keeps the Python-side count) and returns the next-token logits (B, V)
+        float32, upcast under autocast as in forward. Equals forward(idx, kv_cache=cache) with cache.pos == pos up
+        to float rounding; every tensor it touches has a fixed shape, so one torch.compile graph serves every step
+        and CUDA replays it as a graph (models/sampling.py)."""
         if idx.dim() != 2 or idx.size(1) != 1 or kv_cache.k.size(1) != idx.size(0):
             raise ValueError(f"decode_step takes idx (B, 1) for a cache of B rows, got idx {tuple(idx.shape)} "
                              f"and a cache of {kv_cache.k.size(1)} rows")
         x = self.wte(idx) + self.wpe(pos)  # (B, 1, C) + (C,)
-        mask = None
-        if span is None:
-            mask = (torch.arange(self.config.block_size, device=idx.device) <= pos)[None]  # (1, block_size) bool
+        mask = (torch.arange(self.config.block_size, device=idx.device) <= pos)[None]  # (1, block_size) bool
         for i, block in enumerate(self.h):
-            x = block.step(x, i, pos, mask, kv_cache, span)
+            x = block.step(x, i, pos, mask, kv_cache)
         return self.lm_head(self.ln_f(x[:, 0])).float()  # (B, V)
 
     def num_params(self, exclude_position: bool = False) -> int:

@@ -12,32 +12,23 @@ to its last block_size // 2 tokens and the cache is rebuilt by prefilling those.
 have the same length, so this happens for the whole batch at once.
 
 Compiled decoding (sample.compile: auto = on CUDA only, true = also on a CPU, false = never): the per-token
-steps go through `torch.compile(GPT.decode_step)`, the model's one-token step (the position is a 0-d tensor).
-On CUDA it has static shapes (attention spans all block_size cache slots under a mask) and runs in mode
-"reduce-overhead", so that each step replays one CUDA graph. On a CPU it is compiled with dynamic shapes and
-attends over the filled slots only (span = pos + 1, symbolic): one graph serves every step and batch size (a
-batch of 1 and the step whose span covers the whole cache add one each). The compiled function is made once
-per model and device (`_STATIC`, weakly keyed: it is freed with the model). The prefill and the cache rebuild
-after a context cut stay on the eager dynamic `forward`; the compiled steps continue from the rebuilt cache's
-position (cache.pos, kept on the Python side). The KV caches of the last two batch sizes are kept with the
-model's compiled step and, on CUDA, marked as static addresses, so a CUDA graph reads and writes them in place
-without re-recording (memory held until the model is freed, and up to one partial batch's cache beyond
-sample.max_batch_memory_mb). A CUDA-graph output is overwritten by the next replay: each step's logits are
-consumed by `sample_next_token` before the next step starts. If "auto" fails to compile (no C++ compiler, no
-Triton), decoding warns once and stays eager for that model; "true" lets the error surface.
+steps go through `torch.compile(GPT.decode_step)`, the model's one-token step with static shapes (the position is
+a 0-d tensor; attention spans all block_size cache slots under a mask). On CUDA it runs in mode "reduce-overhead",
+so each step replays one CUDA graph. The compiled function is made once per model and device (`_STATIC`, weakly
+keyed: it is freed with the model). The prefill and the cache rebuild after a context cut stay on the eager
+dynamic `forward`; the compiled steps continue from the rebuilt cache's position (cache.pos, kept on the Python
+side). The KV caches of the last two batch sizes are kept with the model's compiled step and, on CUDA, marked as
+static addresses, so a CUDA graph reads and writes them in place without re-recording (memory held until the model
+is freed, and up to one partial batch's cache beyond sample.max_batch_memory_mb). A CUDA-graph output is
+overwritten by the next replay: each step's logits are consumed by `sample_next_token` before the next step
+starts. If "auto" fails to compile (no Triton), decoding warns once and stays eager for that model; "true" lets
+the error surface.
 
-KV cache dtype (sample.kv_dtype, `kv_cache_dtype`): auto keeps keys/values in the autocast dtype on CUDA (bf16),
-in fp16 on a CPU where the native attention kernel is available (models/decode_attention.py: x86-64 with AVX-512,
-heads of up to 256 channels) or the step is compiled, and otherwise in the model's dtype (fp32). Attention always
-computes in fp32 on the cache's values; the fp16 cache rounds keys and values to 11 significant bits (next-token
-logits moved by 2.3e-3 relative in the tests' sharp-weighted model, against 9.3e-3 for a bf16 cache; CUDA's
-default bf16 autocast rounds everything to 8 bits). sample.kv_dtype=fp32 is the exact path, where the cached decode equals the full recompute
-(`generate_reference`) up to fp32 summation order. Decoding a batch on a CPU is bound by reading the cache (33 MB
-per step for the bench model at batch 64 and the average context of 250, in fp16), which is why the half cache
-pays. On 2 CPU cores (4 × 128 char model, block_size 512, 500 new tokens, batch 64; scripts/bench.py): the CPU
-default (eager, fp16 cache) 31.0k tokens/s, 3.36× HF generate's 9.2k; compiled 33.6k (3.64×); the exact fp32
-path 25.5k (2.77×). Compiling is not the CPU default: ~3-8% faster steps do not pay for ~6 s of compilation per
-process in short runs or the test suite; runs that sample millions of tokens may pass --sample.compile=true.
+KV cache dtype (sample.kv_dtype, `kv_cache_dtype`): auto keeps keys/values in the autocast dtype under CUDA
+autocast (bf16) and in the model's dtype (fp32) everywhere else, so the same command and seed sample the same
+documents on every CPU. fp32 is the exact path: the cached decode equals the full recompute (`generate_reference`)
+up to fp32 summation order. fp16/bf16 are explicit opt-ins that round keys and values as they are stored
+(attention still computes in the model's dtype).
 
 Randomness: one `sample_next_token` call per step for the whole batch (finished rows included), and
 both paths check "all rows finished" only every CHECK_EVERY steps, so the fast path and
@@ -58,7 +49,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models import decode_attention
 from models.gpt import KVCache
 
 CHECK_EVERY = 16  # decode steps between host-side "all finished?" checks (each check syncs)
@@ -74,7 +64,7 @@ class SampleConfig:
     batch_size: int = field(default=64, metadata={"help": "documents decoded together"})
     max_batch_memory_mb: int = field(default=0, metadata={"help": "automatic batch size: the most documents whose KV cache and decode buffers fit in this many MiB (estimate from the model's dimensions; never above sample.batch_size); 0 = off"})
     compile: str = field(default="auto", metadata={"help": "torch.compile the one-token decode step (CUDA graphs on CUDA): auto (on CUDA only) | true (also on a CPU) | false"})
-    kv_dtype: str = field(default="auto", metadata={"help": "KV cache dtype: auto (bf16 under CUDA autocast; fp16 on a CPU with the native attention kernel (AVX-512) or a compiled step; else the model's, fp32) | fp32 (exact: the cached path matches the full recompute) | fp16 | bf16 (attention computes in fp32 on the cached values; on a CPU without the native kernel a half cache is read through an inductor-compiled kernel, even with sample.compile=false)"})
+    kv_dtype: str = field(default="auto", metadata={"help": "KV cache dtype: auto (bf16 under CUDA autocast, else the model's: fp32) | fp32 (exact: the cached path matches the full recompute) | fp16 | bf16 (opt-in: keys/values rounded as stored; attention computes in the model's dtype)"})
 
     def __post_init__(self):
         if not self.temperature >= 0:
@@ -163,21 +153,14 @@ def draw(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.searchsorted(cdf, x, right=True)  # first column with cdf > x: its weight is > 0
 
 
-def kv_cache_dtype(cfg: SampleConfig, model: nn.Module, device: torch.device, compiled: bool = False) -> torch.dtype:
+def kv_cache_dtype(cfg: SampleConfig, model: nn.Module, device: torch.device) -> torch.dtype:
     """The dtype the KV cache is kept in: sample.kv_dtype, or for auto the autocast dtype where autocast is on
-    (bf16 on CUDA); for an fp32 model on a CPU fp16 where the native attention kernel takes the model's heads or the
-    decode step is compiled (`compiled`; both read the cache in fp16 and compute in fp32, half the bytes of an fp32
-    cache); else the model's dtype (fp32: the exact path)."""
+    (bf16 on CUDA), else the model's dtype (fp32: the exact path, the same on every CPU)."""
     if cfg.kv_dtype != "auto":
         return KV_DTYPES[cfg.kv_dtype]
     if torch.is_autocast_enabled(device.type):
         return torch.get_autocast_dtype(device.type)
-    model_dtype = next(model.parameters()).dtype
-    if device.type == "cpu" and model_dtype == torch.float32:
-        head = model.config.n_embd // model.config.n_head
-        if compiled or decode_attention.native_takes(head):
-            return torch.float16
-    return model_dtype
+    return next(model.parameters()).dtype
 
 
 def _device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
@@ -196,11 +179,9 @@ class _StaticStep:
     def __init__(self, model: nn.Module, device: torch.device):
         # The unbound function, so that this object (kept in _STATIC) holds no reference to the model.
         self.cuda_graphs = device.type == "cuda"
-        if self.cuda_graphs:  # static shapes (all block_size slots under a mask), replayed as one CUDA graph
-            self.fn = torch.compile(type(model).decode_step, mode="reduce-overhead")
-        else:  # attention over the filled slots only (span = pos + 1, symbolic): one graph for every step and batch
-            decode_attention.native()  # load the native attention kernel now, so that the traced graph calls it
-            self.fn = torch.compile(type(model).decode_step, dynamic=True)
+        # Static shapes (all block_size slots under a mask): one graph for every step, replayed as a CUDA graph.
+        self.fn = (torch.compile(type(model).decode_step, mode="reduce-overhead") if self.cuda_graphs
+                   else torch.compile(type(model).decode_step))
         self.failed = False  # compilation failed under sample.compile=auto: this model decodes eagerly
         self.caches: dict[tuple, KVCache] = {}  # (rows, dtype, device) -> cache, least recently used first
         self.pos = self._static(torch.zeros((), dtype=torch.long, device=device))  # 0-d, filled per step
@@ -231,7 +212,7 @@ class _StaticStep:
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's logits are consumed by now
         try:
-            logits = self.fn(model, idx, self.pos, cache, None if self.cuda_graphs else cache.pos + 1)
+            logits = self.fn(model, idx, self.pos, cache)
         except Exception as e:  # noqa: BLE001: any compiler failure (inductor, missing C++ compiler or Triton)
             if strict:
                 raise
@@ -292,7 +273,7 @@ def _decode_batch(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int,
         static = None  # compiling failed in an earlier batch: eager, without another warning
     cache = None
     if use_cache:
-        kv = kv_cache_dtype(cfg, model, device, compiled=static is not None)
+        kv = kv_cache_dtype(cfg, model, device)
         cache = static.new_cache(model, n, device, kv) if static else model.new_kv_cache(n, device=device, dtype=kv)
 
     def logits_now(new: torch.Tensor | None) -> torch.Tensor:
@@ -351,7 +332,7 @@ def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache):
         raise ValueError(f"eot_id {eot_id} is outside the vocabulary of size {model.config.vocab_size}")
     docs: list[np.ndarray] = []
     with _decoding(model, cfg, generator, device, use_cache) as (device, generator, static):
-        elem = (kv_cache_dtype(cfg, model, device, compiled=static is not None) if use_cache
+        elem = (kv_cache_dtype(cfg, model, device) if use_cache
                 else next(model.parameters()).dtype).itemsize
         batch_size = auto_batch_size(model.config, cfg, elem)
         for first in range(0, n_docs, batch_size):

@@ -12,25 +12,20 @@ Same model dimensions for every implementation (vocab 65, a char model):
   GPT2LMHeadModel with identical n_layer, n_head, n_embd, n_positions, vocab (dropout 0) and
   generate(do_sample=True, use_cache=True, top_k=0, max_new_tokens=N, min_new_tokens=N, no EOS), i.e. pure
   temperature-1 sampling. Batches 1, 64 and the largest whose KV cache fits --mem-cap-mb
-  (models.sampling.auto_batch_size). `ours` runs with sample.compile=auto (the decode step compiled and
-  replayed as a CUDA graph on CUDA, eager on a CPU) and sample.kv_dtype=auto (bf16 on CUDA; fp16 on a CPU with
-  the native attention kernel, models/decode_attention.py); on a CPU more rows time the compiled step
-  (sample.compile=true) at every batch size and the exact path (sample.kv_dtype=fp32) at batch 64; one row at
-  batch 64 adds top-k 40 and top-p 0.9, to show what the filters cost. Each row's `kv_dtype` is the cache dtype
-  it decoded with. Every row is warmed up first (kernels, compilation, graph capture): ours and HF by one decode
-  of the same length, so the timed run meets the allocator in its steady state, the full-recompute path by an
-  8-token decode. On CUDA all run under bf16 autocast (logits in fp32).
-- training, tokens/s and MFU, every row with its `dtype` and `compile`: `ours` = training.trainer.train with its
-  defaults (fused AdamW; on CUDA bf16 autocast, TF32, torch.compile; fp32 eager on a CPU, its linears on
-  oneDNN), then on a CPU the options: compiled fp32 (inductor's own matmuls, MKL), and where the CPU multiplies
-  bf16 natively (AVX512-BF16/AMX) bf16 autocast eager and compiled; `hf` = the same GPT2LMHeadModel in a plain
-  loop (forward, cross-entropy, backward, grad-norm clip 1.0, fused AdamW as ours) in each dtype that ours uses,
-  so every ratio compares like with like. Each row is timed after a warm-up (which includes compilation;
-  `warmup_s`).
+  (models.sampling.auto_batch_size). `ours` runs with the defaults: sample.compile=auto (the decode step compiled
+  and replayed as a CUDA graph on CUDA, eager on a CPU) and sample.kv_dtype=auto (bf16 on CUDA, fp32 on a CPU);
+  one row at batch 64 adds top-k 40 and top-p 0.9, to show what the filters cost, and on CUDA one the exact fp32
+  cache. Each row's `kv_dtype` is the cache dtype it decoded with. Every row is warmed up first (kernels,
+  compilation, graph capture): ours and HF by one decode of the same length, so the timed run meets the allocator
+  in its steady state, the full-recompute path by an 8-token decode. On CUDA all run under bf16 autocast (logits
+  in fp32).
+- training, tokens/s and MFU: `ours` = training.trainer.train with its defaults (fused AdamW; on CUDA bf16
+  autocast, TF32, torch.compile; fp32 eager on a CPU); `hf` = the same GPT2LMHeadModel in a plain loop (forward,
+  cross-entropy, backward, grad-norm clip 1.0, fused AdamW as ours) in the same dtype, so the ratio compares like
+  with like. Each row is timed after a warm-up (which includes compilation; `warmup_s`).
   MFU = model.flops_per_token() (6N + 12·L·C·T, the same formula for both) × tokens/s / peak FLOP/s; the peak
   is --peak-tflops, else on CUDA a table by device name (H100/H200 bf16 dense 989 TFLOP/s), else on the CPU a
-  measured matmul rate in the row's dtype (1024² matmuls on the torch threads in use, the faster of torch's
-  matmul and models/linear.py's, which for fp32 is oneDNN: ~2x MKL on AMD CPUs).
+  measured fp32 1024² matmul rate on the torch threads in use.
 - peak memory: CUDA torch.cuda.max_memory_allocated (reset before each row); CPU the peak resident set size
   (RSS, /proc/self/statm polled every 2 ms by a thread; psutil is not needed) above the RSS before the row:
   memory the process had to add for that row. 0 means the row fit in memory the process already held (the
@@ -41,7 +36,7 @@ Same model dimensions for every implementation (vocab 65, a char model):
   the README's CPU overrides: 2 layers × 128 (4 heads), 200 steps, 100k tokens per generation). --quick runs the `debug`
   preset only, and shrinks every measurement, so the whole script takes ~30 s on a CPU.
 
-Writes JSON to --json (keys: device, model, sample, train, generation_seconds, peak_flops, cpu_attention) and
+Writes JSON to --json (keys: device, model, sample, train, generation_seconds, peak_flops) and
 prints a Markdown table last. Tested (the --quick mode) by tests/test_bench.py.
 """
 from __future__ import annotations
@@ -61,10 +56,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from models import decode_attention  # noqa: E402
-from models.gpt import GPT, GPTConfig  # noqa: E402
-from models.linear import linear  # noqa: E402
+from models import build_model  # noqa: E402
+from models.gpt import GPTConfig  # noqa: E402
 from models.sampling import SampleConfig, auto_batch_size, decode, kv_cache_dtype  # noqa: E402
+from training.environment import cpu_model  # noqa: E402
 from training.trainer import TrainConfig, train  # noqa: E402
 from training.trainer import peak_flops as trainer_peak_flops  # noqa: E402
 
@@ -116,12 +111,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it bf16 is emulated and slow."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, private but stable since 2.3
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
 def peak_flops(device: torch.device, given_tflops: float | None, dtype: torch.dtype = torch.float32
                ) -> tuple[float | None, str]:
     if given_tflops:
@@ -132,18 +121,13 @@ def peak_flops(device: torch.device, given_tflops: float | None, dtype: torch.dt
         return peak, (f"table: {name} bf16 dense" if peak else f"unknown GPU {name}; pass --peak-tflops")
     n = 1024
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    rates = {}
-    # torch's own matmul (MKL for fp32, oneDNN for bf16) and models/linear.py's (oneDNN for fp32): the faster is
-    # what this CPU can do, so MFU is never taken against a slow library's rate.
-    for lib, mm in (("torch.matmul", lambda: a @ b), ("models.linear", lambda: linear(a, b))):
-        mm()
-        reps, t = 0, time.perf_counter()
-        while time.perf_counter() - t < 0.5:
-            mm()
-            reps += 1
-        rates[lib] = 2 * n ** 3 * reps / (time.perf_counter() - t)
-    lib = max(rates, key=rates.get)
-    return rates[lib], f"measured {short_dtype(dtype)} matmul ({lib}), {torch.get_num_threads()} threads"
+    a @ b
+    reps, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 0.5:
+        a @ b
+        reps += 1
+    rate = 2 * n ** 3 * reps / (time.perf_counter() - t)
+    return rate, f"measured {short_dtype(dtype)} 1024² matmul, {torch.get_num_threads()} threads"
 
 
 def short_dtype(dtype: torch.dtype) -> str:
@@ -153,10 +137,10 @@ def short_dtype(dtype: torch.dtype) -> str:
 
 # ---- models ------------------------------------------------------------------------------------------
 
-def ours(dims: dict, block: int, device) -> GPT:
+def ours(dims: dict, block: int, device) -> torch.nn.Module:
     cfg = GPTConfig(vocab_size=VOCAB, block_size=block, n_layer=dims["n_layer"], n_head=dims["n_head"],
                     n_embd=dims["n_embd"])
-    return GPT(cfg, torch.Generator().manual_seed(0)).to(device)
+    return build_model(cfg, torch.Generator().manual_seed(0)).to(device)
 
 
 def hf(dims: dict, block: int, device):
@@ -185,7 +169,7 @@ def bench_sample(impl: str, model, batch: int, new: int, device, compile_: str =
     compiled = impl == "ours" and (compile_ == "true" or (compile_ == "auto" and device.type == "cuda"))
     row = {"impl": impl, "batch": batch, "new_tokens": new, "compile": compiled, "top_k": top_k, "top_p": top_p}
     with amp_ctx(device):
-        kv = (kv_cache_dtype(SampleConfig(kv_dtype=kv_dtype), model, device, compiled) if impl == "ours"
+        kv = (kv_cache_dtype(SampleConfig(kv_dtype=kv_dtype), model, device) if impl == "ours"
               else torch.get_autocast_dtype(device.type) if device.type == "cuda" else torch.float32)
     row["kv_dtype"] = short_dtype(kv)
     with peak_memory(device, row), amp_ctx(device), torch.inference_mode():
@@ -327,9 +311,6 @@ def main(argv=None) -> dict:
     if args.quick:
         cap = min(cap, 16)
     peak, peak_src = peak_flops(device, args.peak_tflops)
-    # On a CPU with native bf16 the bf16 rows' MFU uses the measured bf16 matmul rate (~3.6x fp32 here).
-    bf16_rows = not cuda and not args.quick and cpu_has_bf16()
-    peak_bf16, peak_bf16_src = peak_flops(device, args.peak_tflops, torch.bfloat16) if bf16_rows else (peak, peak_src)
 
     m_ours, m_hf = ours(dims, s_block, device), hf(dims, s_block, device).eval()
     big = auto_batch_size(m_ours.config, SampleConfig(max_new_tokens=new, batch_size=65_536, max_batch_memory_mb=cap),
@@ -339,8 +320,7 @@ def main(argv=None) -> dict:
             # full recompute at hundreds of rows takes minutes on a CPU; the ratio is seen at 64
             if not (impl == "nocache" and b > 64 and not cuda and not args.quick)]
     if not args.quick:
-        if not cuda:  # on a CPU compiling is an option (auto = CUDA only), and so is the exact fp32 cache
-            plan += [("ours", b, {"compile_": "true"}) for b in batches]
+        if cuda:  # the exact path beside the bf16-cache default
             plan.append(("ours", 64, {"kv_dtype": "fp32"}))
         plan.append(("ours", 64, {"top_k": 40, "top_p": 0.9}))  # what the filters cost against pure temperature
     models = {"ours": m_ours, "nocache": m_ours, "hf": m_hf}
@@ -355,19 +335,15 @@ def main(argv=None) -> dict:
               file=sys.stderr)
     del m_ours, m_hf
     fpt = ours(dims, t_block, "cpu").flops_per_token()
-    # (impl, train.dtype, train.compile): the trainer's defaults first, then on a CPU the options that pay there.
+    # (impl, train.dtype, train.compile): the trainer's defaults (fp32 eager on a CPU; bf16 compiled on CUDA) against
+    # the HF loop in the same dtype.
     plan = [("ours", "auto", "auto"), ("hf", "auto", None)]
-    if not cuda and not args.quick:
-        plan.insert(1, ("ours", "auto", "true"))
-    if bf16_rows:
-        plan += [("ours", "bf16", "false"), ("ours", "bf16", "true"), ("hf", "bf16", None)]
     trains = []
     for impl, dt, comp in plan:
-        pk = peak_bf16 if (dt == "bf16" and not cuda) else peak
         if impl == "ours":
-            trains.append(bench_train_ours(dims, t_block, t_batch, t_steps, device, pk, dt, comp))
+            trains.append(bench_train_ours(dims, t_block, t_batch, t_steps, device, peak, dt, comp))
         else:
-            trains.append(bench_train_hf(dims, t_block, t_batch, t_steps, device, pk, fpt, dt))
+            trains.append(bench_train_hf(dims, t_block, t_batch, t_steps, device, peak, fpt, dt))
         t = trains[-1]
         print(f"train {t['impl']:4s} {t['dtype']} compile={t['compile']!s:5s}: {t['tokens_per_s']:8.0f} tok/s",
               file=sys.stderr)
@@ -378,14 +354,12 @@ def main(argv=None) -> dict:
             gens[name] = res
     m = ours(dims, s_block, "cpu")
     result = {
-        "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)",
+        "device": (torch.cuda.get_device_name(device) if cuda
+                   else f"{cpu_model()} ({torch.get_num_threads()} threads, torch CPU capability "
+                        f"{torch.backends.cpu.get_cpu_capability()})"),
         "model": {**dims, "vocab_size": VOCAB, "sample_block_size": s_block, "train_block_size": t_block,
                   "params": m.num_params(), "new_tokens": new, "train_batch": t_batch},
         "peak_flops": peak, "peak_flops_source": peak_src, "mem_cap_mb": cap, "quick": args.quick,
-        # what read the KV cache of the CPU rows: the native kernel (models/decode_attention.py), else torch's
-        "cpu_attention": None if cuda else ("native" if decode_attention.native() else "torch"),
-        "peak_flops_bf16": peak_bf16 if bf16_rows else None,
-        "peak_flops_bf16_source": peak_bf16_src if bf16_rows else None,
         "sample": sample, "train": trains, "generation_seconds": gens,
         "versions": {"torch": torch.__version__, "transformers": _hf_version()},
     }
@@ -406,9 +380,8 @@ def markdown(r: dict) -> str:
     def mib(x):
         return "n/a" if x is None else f"{x / 2**20:.0f}"
 
-    attn = f"; CPU cache attention: {r['cpu_attention']}" if r.get("cpu_attention") else ""
     lines = [f"device: {r['device']}; model: {r['model']}; peak {r['peak_flops'] or 0:.3g} FLOP/s "
-             f"({r['peak_flops_source']}){attn}", "",
+             f"({r['peak_flops_source']})", "",
              "| sampling | batch | compiled | KV cache | top-k / top-p | tokens/s | × nocache | × hf | peak MiB |",
              "|---|---:|---|---|---|---:|---:|---:|---:|"]
     by = {(s["impl"], s["batch"]): s["tokens_per_s"] for s in r["sample"]}

@@ -23,7 +23,8 @@ from collections import Counter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data.synthetic import SyntheticConfig, SyntheticLanguage  # noqa: E402
-from training import metrics as M  # noqa: E402
+from training.measures import sample_text as M  # noqa: E402
+from training.measures import truth  # noqa: E402
 
 NOVEL_SHARE = 0.3  # share of words turned into novel words in the perturbed variant
 LONG_JOIN = 50  # documents joined into one in the long-document variant (~5 KB each: self-BLEU's worst case)
@@ -82,13 +83,13 @@ def main() -> None:
     print("|---|" + "---:|" * len(variants))
     rows: dict[str, list[str]] = {}
     for docs in variants.values():
-        kept, truncated = M._budget(docs, args.chars)
+        kept, truncated = M.budget_with_cut(docs, args.chars)
         doc_words = [M.words(d) for d in kept]
         counts = Counter(w for ws in doc_words for w in ws)
         groups = {
-            "all sample-side measures (`sample_metrics`, real stats + language)":
-                lambda: M.sample_metrics(docs, args.chars, real, lang, seed=0),
-            "without real stats and language": lambda: M.sample_metrics(docs, args.chars, seed=0),
+            "all sample-text measures (`sample_metrics`, real stats)":
+                lambda: M.sample_metrics(docs, args.chars, real, seed=0),
+            "without real stats": lambda: M.sample_metrics(docs, args.chars, seed=0),
             "words (tokenize the budget)": lambda: [M.words(d) for d in kept],
             "distinct_1..4": lambda: M.distinct_ns(doc_words, 4),
             "self_bleu4 alone (200 docs)": lambda: M.self_bleu4(doc_words, np.random.default_rng(0)),
@@ -97,7 +98,7 @@ def main() -> None:
                          M.tail_coverage(set(counts), real), M.kl_words(real.train_counts, counts),
                          M.js_words(real.train_counts, counts)),
             "truth measures alone (`truth_metrics`)":
-                lambda: M.truth_metrics(kept, counts, lang, last_truncated=truncated),
+                lambda: truth.truth_metrics(kept, counts, lang, last_truncated=truncated),
         }
         for name, fn in groups.items():
             rows.setdefault(name, []).append(f"{timed(fn, args.repeats):.3f}")

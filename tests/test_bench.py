@@ -1,6 +1,6 @@
 """Test of scripts/bench.py in its --quick mode: it runs end to end on a CPU and writes the promised JSON.
 
-Run: `cd /work/main && python -m pytest tests/test_bench.py -q` (one subprocess, ~10 s on one thread).
+Run: `python -m pytest tests/test_bench.py -m slow` (one subprocess, ~10 s on one thread; the bench test is slow).
 """
 import json
 import os
@@ -26,6 +26,7 @@ def test_trainer_reports_mfu_when_the_peak_is_known():
     assert train(model, ids, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))["mfu"] is None  # CPU: unknown
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_every_row(tmp_path):
     pytest.importorskip("transformers")
     out = tmp_path / "bench.json"
@@ -34,7 +35,7 @@ def test_quick_bench_writes_every_row(tmp_path):
                            "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
-    assert r["device"].startswith("cpu") and r["cpu_attention"] in ("native", "torch")
+    assert "torch CPU capability" in r["device"]
     assert {"n_layer", "n_head", "n_embd", "vocab_size", "params"} <= set(r["model"])
     rows = {(s["impl"], s["batch"]) for s in r["sample"]}
     batches = sorted({b for _, b in rows})

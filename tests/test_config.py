@@ -1,6 +1,6 @@
 """Tests for training/config.py: flattening, dotted overrides with type parsing, help text, round trips, diffs.
 
-Run: /tmp/probe-venv/bin/python -m pytest tests/test_config.py -q
+Run: python -m pytest tests/test_config.py -q
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Tests for data/corpus.py: synthetic and text corpora, the fixed train/val split, fingerprints, bad inputs.
 
-Run: /tmp/probe-venv/bin/python -m pytest tests/test_corpus.py -q
+Run: python -m pytest tests/test_corpus.py -q
 """
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def test_run_writes_every_file_and_key(finished):
         assert r["val/bpc"] > 0 and 0 < r["val/top1"] <= 1 and r["val/entropy"] > 0
     env = json.load(open(os.path.join(d, "env.json")))
     assert {"git_commit", "git_dirty", "torch", "device", "command"} <= set(env)
-    assert env["cpu_decode_attention"] in ("native", "torch")  # a CPU run: what read its KV cache
+    assert env["cpu_capability"] and env["device_name"]  # a CPU run: which CPU and which torch kernels
     summary = json.load(open(os.path.join(d, "summary.json")))
     assert summary["generations"] == 2 and summary["final"]["generation"] == 1
 

@@ -1,6 +1,6 @@
 """Sample-only measures against values worked out by hand on tiny texts.
 
-Run: `/tmp/probe-venv/bin/python -m pytest tests/test_metrics.py -q`
+Run: `python -m pytest tests/test_metrics.py -q`
 """
 import math
 from collections import Counter
@@ -8,7 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from training import metrics as M
+from training.measures import sample_text as M
+from training.measures import truth
 
 
 def test_char_budget_is_exact_and_ordered():
@@ -142,14 +143,14 @@ class FakeLanguage:
 
 def test_truth_metrics_with_fake_language():
     docs = ["ab c", "ab xx", "c", "abab ab"]  # costs 5 + 6 + 2 = 13, last doc truncated to "ab"
-    out = M.sample_metrics(docs, 16, language=FakeLanguage())
+    out = truth.sample_truth(docs, 16, FakeLanguage())
     # budgeted words: ab c ab xx c ab -> 5 of 6 valid; types {ab, c} valid -> mass 1.0
     assert out["truth/valid_word_rate"] == pytest.approx(5 / 6)
     assert out["truth/coverage"] == pytest.approx(1.0)
     # whole docs: "ab c", "ab xx", "c" (truncated "ab" left out); valid: "ab c" (4 nats/ln2), "c" (1)
     assert out["truth/valid_doc_rate"] == pytest.approx(2 / 3)
     assert out["truth/sample_bpc"] == pytest.approx((4 + 1) / (5 + 2))
-    none_valid = M.sample_metrics(["xx yy"], 100, language=FakeLanguage())
+    none_valid = truth.sample_truth(["xx yy"], 100, FakeLanguage())
     assert math.isnan(none_valid["truth/sample_bpc"]) and none_valid["truth/coverage"] == 0.0
 
 

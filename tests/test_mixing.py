@@ -1,6 +1,6 @@
 """Tests for data/mixing.py: exact real/synthetic shares, the three workflows, and the real-data source.
 
-Run: /tmp/probe-venv/bin/python -m pytest tests/test_mixing.py -q
+Run: python -m pytest tests/test_mixing.py -q
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Real corpora and subword tokenizers: table files, the hub offline, BPE and pretrained tokenizers, bits per
 character on one axis, the memory-mapped token cache, and 2-generation runs on tinyshakespeare (when present).
 
-Run: /tmp/probe-venv/bin/python -m pytest tests/test_sources.py -q
+Run: python -m pytest tests/test_sources.py -q
 """
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ class Uniform(torch.nn.Module):
 
 
 def test_uniform_model_bpc_char_and_bpe_on_one_axis(bpe):
-    from training.evaluate import eval_windows, evaluate
+    from training.measures.real_text import eval_windows, evaluate
 
     char = CharTokenizer.fit(DOCS)
     out = {}

@@ -1,6 +1,6 @@
 """Tests of the synthetic language (data/synthetic.py): determinism, format, exact probabilities, entropy rate.
 
-Run: cd /work/main && /tmp/probe-venv/bin/python -m pytest tests/test_synthetic.py -q
+Run: python -m pytest tests/test_synthetic.py -q
 """
 import itertools
 import math

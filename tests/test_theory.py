@@ -175,7 +175,7 @@ def test_from_run_overlay(tmp_path, capsys):
     from training import presets
     from training.config import apply_overrides
     from training.loop import prepare, run_loop
-    from training.tb import read_metrics
+    from training.records import read_metrics
 
     run = tmp_path / "run"
     os.makedirs(run / "gen_000")

@@ -1,7 +1,7 @@
 """Tests for data/tokenizer.py: the char tokenizer's encode/decode, EOT framing, unknown policy, save/load.
 (BPE and pretrained tokenizers: tests/test_sources.py.)
 
-Run: /tmp/probe-venv/bin/python -m pytest tests/test_tokenizer.py -q
+Run: python -m pytest tests/test_tokenizer.py -q
 """
 from __future__ import annotations
 

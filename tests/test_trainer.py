@@ -1,6 +1,6 @@
 """Tests for training/trainer.py: config validation, the lr schedule, and that `train` learns, reproducibly.
 
-Run: /tmp/probe-venv/bin/python -m pytest tests/test_trainer.py -q
+Run: python -m pytest tests/test_trainer.py -q
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 characters and its EOT), and a `TruthModel` built from it, scored by training/evaluate.py the way
 training/loop.py does, must give excess bits/char ≈ 0, while a deliberately wrong model gives clearly > 0.
 
-Run: cd /work/main && /tmp/probe-venv/bin/python -m pytest tests/test_truth.py -q
+Run: python -m pytest tests/test_truth.py -q
 """
 import math
 from types import SimpleNamespace
@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from data.synthetic import SyntheticConfig, SyntheticLanguage
 from data.tokenizer import CharTokenizer
-from training.evaluate import eval_windows, evaluate, score_documents
-from training.measure import excess_bpc
+from training.measures.real_text import eval_windows, evaluate, score_documents
+from training.measures.truth import excess_bpc
 
 CPU = torch.device("cpu")
 

@@ -27,18 +27,34 @@ from data.corpus import Corpus, CorpusConfig, load_corpus
 from data.mixing import MixConfig, RealSource, assemble
 from data.tokencache import token_arrays
 from data.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer
-from models.gpt import GPT, GPTConfig
+from models import build_model
+from models.gpt import GPTConfig
 from models.sampling import SampleConfig, generate_documents
-from training import checkpoint as ck
+from training import rundir as ck
 from training import distributed
 from training.config import diff, flatten, to_dict
-from training.evaluate import eval_windows, evaluate
-from training.measure import bpc_of, budget_ids, excess_bpc, zipf_figure
-from training.metrics import RealStats, sample_metrics
-from training.runinfo import environment
-from training.tb import RunLogger, read_metrics, write_metrics
+from training.measures.model_on_samples import bpc_of, budget_ids
+from training.measures.real_text import eval_windows, evaluate
+from training.measures.registry import register
+from training.measures.sample_text import RealStats, sample_metrics, zipf_figure
+from training.measures.truth import excess_bpc, sample_truth
+from training.environment import environment
+from training.records import RunLogger, read_metrics, write_metrics
 from training.trainer import TrainConfig, autocast_dtype, resolve_device, setup_backend, train
 from training.verdict import verdict_so_far
+
+# The keys this module records itself (the measures register theirs in training/measures/).
+register("train/loss", "nats/token", "training loss, mean since the previous record", per_step=True)
+register("train/lr", "lr", "learning rate", per_step=True)
+register("train/global_step", "steps", "optimizer steps since generation 0, at the end of this generation")
+register("train/final_loss", "nats/token", "the last recorded training loss of this generation")
+register("train/tokens_per_s", "tokens/s", "training throughput, all processes")
+register("train/mfu", "ratio", "model FLOP utilisation against the device's peak (GPUs with a known peak)")
+register("mix/real_tokens", "tokens", "real tokens in this generation's training set")
+register("mix/synthetic_tokens", "tokens", "synthetic tokens (the models' own samples) in this generation's training set")
+register("samples/truncated_rate", "ratio", "share of sampled documents cut by sample.max_new_tokens")
+for _stage in ("data", "train", "eval", "sample", "measure"):
+    register(f"time/{_stage}_s", "s", f"seconds spent on {_stage} in this generation")
 
 # Purposes of the per-generation random streams (a run is reproducible from `seed`).
 _INIT, _TRAIN, _SAMPLE, _MIX, _DROPOUT = 1, 2, 3, 4, 5
@@ -267,7 +283,7 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     ids, counts = assemble(g, cfg.mix, real, synth, tok.eot_id, rng)
     times["time/data_s"] = time.perf_counter() - t
     # --- model ----------------------------------------------------------------------------------------------
-    model = GPT(cfg.model, generator(cfg.seed, 0 if cfg.loop.init == "warm" else g, _INIT))
+    model = build_model(cfg.model, generator(cfg.seed, 0 if cfg.loop.init == "warm" else g, _INIT))
     if g > 0 and cfg.loop.init == "warm":
         model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, g - 1), "model.pt")))
     model.to(device)
@@ -313,13 +329,15 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     ck.write_text(os.path.join(gdir, "samples.txt"), "\n\n".join(docs) + "\n")
     times["time/sample_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    rec.update(sample_metrics(docs, cfg.loop.measure_chars, prep.real_stats, prep.corpus.language, seed=cfg.seed))
+    rec.update(sample_metrics(docs, cfg.loop.measure_chars, prep.real_stats, seed=cfg.seed))
+    if prep.corpus.language is not None:
+        rec.update(sample_truth(docs, cfg.loop.measure_chars, prep.corpus.language))
     rec["samples/truncated_rate"] = 1.0 - float(np.mean(ended))
     measured, measured_ended = budget_ids(docs_ids, ended, cfg.loop.measure_chars, tok.char_count)
     rec["samples/self_bpc"], _ = bpc_of(model, measured, measured_ended, tok, device, amp)
     ref = model
     if g > 0:  # Shumailov's measure: the generation-0 model's surprise at this generation's text
-        ref = GPT(cfg.model, generator(cfg.seed, 0, _INIT))
+        ref = build_model(cfg.model, generator(cfg.seed, 0, _INIT))
         ref.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, 0), "model.pt")))
         ref.to(device)
     rec["samples/ref_bpc"], per_doc = bpc_of(ref, measured, measured_ended, tok, device, amp)

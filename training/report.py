@@ -20,9 +20,9 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from training import checkpoint as ck
+from training import rundir as ck
 from training.sweep import SHORT, load_grid, log_path
-from training.tb import read_metrics
+from training.records import read_metrics
 
 MAIN = ["val/entropy", "val/bpc", "samples/distinct_2", "samples/word_entropy", "truth/excess_bpc", "samples/ref_bpc"]
 # Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (beyond: the normal 1.96).

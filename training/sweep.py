@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from training import checkpoint as ck
+from training import rundir as ck
 
 SHORT = {"sample.temperature": "T", "mix.fresh_fraction": "lambda", "mix.workflow": "workflow", "seed": "seed"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

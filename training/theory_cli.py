@@ -269,7 +269,7 @@ def overlay(run_dir: str, contexts: int) -> int:
     distribution available. Each context follows the mean-field map with the run's λ and T (replace), or the
     growing-pool recursion (accumulate; accumulate-subsample in expectation). The map assumes a full refit with
     infinitely many samples, pure temperature sampling (sample.top_k/top_p are ignored) and no model capacity limit."""
-    from training import checkpoint as ck
+    from training import rundir as ck
 
     if not os.path.isdir(run_dir):
         raise ValueError(f"--from-run {run_dir}: no such run directory")
@@ -295,8 +295,8 @@ def _gen0_distributions(run_dir: str, contexts: int):
     """log θ_0 (C, V) float64 on up to `contexts` scored val positions, their real next tokens (C,), the config."""
     import torch
 
-    from models.gpt import GPT
-    from training import checkpoint as ck
+    from models import build_model
+    from training import rundir as ck
     from training.config import from_dict
     from training.loop import RunConfig, prepare
 
@@ -305,7 +305,7 @@ def _gen0_distributions(run_dir: str, contexts: int):
     prep = prepare(from_dict(RunConfig, saved), run_dir)  # reloads the corpus and tokenizer.json, same val windows
     if fingerprint and fingerprint.get("corpus") not in (None, prep.corpus.fingerprint):
         raise ValueError(f"--from-run {run_dir}: the corpus changed since the run (fingerprint differs)")
-    model = GPT(prep.cfg.model, torch.Generator().manual_seed(0))
+    model = build_model(prep.cfg.model, torch.Generator().manual_seed(0))
     model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, 0), "model.pt")))
     model.to(prep.device).eval()
     block = prep.val_y.shape[1]
@@ -327,7 +327,7 @@ def _gen0_distributions(run_dir: str, contexts: int):
 
 def _record(run_dir: str, pred: dict) -> None:
     """Add the keys to the existing generation records of metrics.jsonl (atomic rewrite) and to TensorBoard."""
-    from training.tb import RunLogger, read_metrics, write_metrics
+    from training.records import RunLogger, read_metrics, write_metrics
 
     def val(x):
         return float(x) if math.isfinite(x) else None

@@ -3,9 +3,9 @@
 AdamW (decay on matrices only), linear warmup then cosine decay to `min_lr_ratio`·lr, gradient clipping.
 Batches are random windows of block_size + 1 tokens read from the stream, which lives on the device; window
 offsets come from the caller's torch.Generator, so a run is reproducible from its seed. Fused AdamW everywhere;
-on CUDA bf16 autocast, TF32 matmuls and torch.compile by default. On a CPU both are options (the fp32 default's
-linears run on oneDNN, models/linear.py): where the CPU has native bf16 matmuls, --train.dtype=bf16
---train.compile=true trains ~1.6× faster than the fp32 default once compiled (scripts/bench.py).
+on CUDA bf16 autocast, TF32 matmuls and torch.compile by default. On a CPU the default is plain fp32 eager (the
+same numerics on every CPU family); --train.dtype=bf16 and --train.compile=true are options whose benefit depends
+on the CPU, so they are never the CPU default.
 Under torchrun the model is wrapped in DDP (training/distributed.py). The inner loop never syncs with the host
 except at log steps, where the loss is read. The result includes MFU (model FLOP utilisation: model.flops_per_token() ×
 tokens/s / the device's peak FLOP/s) when the peak is known. Tested in tests/test_trainer.py.

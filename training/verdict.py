@@ -2,7 +2,7 @@
 metric records (the dicts of metrics.jsonl).
 
 Run inside the loop (`verdict_so_far(records)` after every generation) or on a finished run:
-    `python -c "from training.tb import read_metrics; from training.verdict import verdict; \
+    `python -c "from training.records import read_metrics; from training.verdict import verdict; \
 print(verdict(read_metrics('runs/NAME/metrics.jsonl')))"`
 Test: `/tmp/probe-venv/bin/python -m pytest tests/test_verdict.py -q`
 

@@ -1,13 +1,12 @@
-"""Model-based measures on fixed real validation windows, and per-document scoring.
+"""The model on real text: measures on fixed real validation windows, and per-document scoring.
 
 The evaluation windows never move (same windows every generation, every condition): `eval_windows` builds them
-deterministically; `evaluate` gives the `val/…` keys of ARCHITECTURE.md; `score_documents` gives the total nats
-of whole documents (for `truth/excess_bpc` and `samples/ref_bpc`).
+deterministically; `evaluate` gives the `val/…` keys registered below; `score_documents` gives the total nats of
+whole documents (used by the truth and model-on-samples measures).
 
-Model contract: `model(idx)` with idx (B, T) long -> logits (B, T, V), and `model.cfg.block_size` (or
-`model.config.block_size`, as models/gpt.py names it).
+Model contract: `model(idx)` with idx (B, T) long -> logits (B, T, V), and `model.config.block_size`.
 
-Test: `/tmp/probe-venv/bin/python -m pytest tests/test_evaluate.py -q`
+Test: `python -m pytest tests/test_evaluate.py`
 """
 from __future__ import annotations
 
@@ -18,7 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.measures.registry import register
+
 LN2 = math.log(2.0)
+
+register("val/loss", "nats/token", "cross-entropy on the fixed real val windows")
+register("val/bpc", "bits/char", "bits per character on the fixed real val windows", main=2)
+register("val/ppl", "per token", "perplexity on the fixed real val windows, exp(val/loss)")
+register("val/entropy", "bits", "mean next-token entropy at T = 1 on the real val contexts", main=1)
+register("val/top1", "probability", "mean top-1 next-token probability on the real val contexts")
 
 
 def bits_per_char(nats_sum: float, chars: int) -> float:
@@ -29,11 +36,8 @@ def bits_per_char(nats_sum: float, chars: int) -> float:
 
 
 def model_block_size(model) -> int:
-    """Context length of a model: `model.cfg.block_size` (the contract) or `model.config.block_size` (GPT)."""
-    cfg = getattr(model, "cfg", None) or getattr(model, "config", None)
-    if cfg is None:
-        raise ValueError("model has neither .cfg nor .config with a block_size")
-    return int(cfg.block_size)
+    """Context length of a model (`model.config.block_size`, the models/ contract)."""
+    return int(model.config.block_size)
 
 
 def eval_windows(ids: np.ndarray, block_size: int, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:

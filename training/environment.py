@@ -13,8 +13,6 @@ import sys
 import numpy as np
 import torch
 
-from models import decode_attention
-
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,6 +24,18 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device, argv: list[str] | None = None) -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no")
     info = {
@@ -35,7 +45,10 @@ def environment(device: torch.device, argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        # which vectorised kernels torch's CPU ops run (AVX2, AVX-512, ...): float sums may differ in the last bits
+        # between CPU families, never in what the run computes
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "hostname": platform.node(),
@@ -44,7 +57,4 @@ def environment(device: torch.device, argv: list[str] | None = None) -> dict:
     }
     if device.type == "cuda":
         info["cuda"] = torch.version.cuda
-    elif device.type == "cpu":  # what reads the KV cache when sampling here; "native" also means that
-        # sample.kv_dtype=auto keeps an fp32 model's cache in fp16 (heads of up to 256 channels, no autocast)
-        info["cpu_decode_attention"] = "native" if decode_attention.native() else "torch"
     return info

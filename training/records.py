@@ -11,7 +11,7 @@ import json
 import math
 import os
 
-from training.checkpoint import jsonable, write_text
+from training.rundir import jsonable, write_text
 
 
 class RunLogger:

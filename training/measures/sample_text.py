@@ -1,10 +1,11 @@
-"""Sample-only measures: pure functions over generated text (no model, no torch).
+"""The text of the samples: word and character statistics of generated documents (no model, no torch).
 
-Every measure is taken on a FIXED character budget (`take_char_budget`) so that figures compare across
-generations; `sample_metrics` is the one entry point the loop calls and returns the `samples/…` and `truth/…`
-keys of ARCHITECTURE.md. Words are `re.findall(r"[a-z0-9']+", text.lower())` (CONVENTIONS.md).
+Every measure is taken on a fixed character budget (`take_char_budget`, `loop.measure_chars`) so that figures
+compare across generations; `sample_metrics` is the one entry point the loop calls and returns the `samples/…` keys
+registered below. Words are `re.findall(r"[a-z0-9']+", text.lower())` (`words`). `zipf_figure` draws the
+rank-frequency plot shown in TensorBoard.
 
-Test: `/tmp/probe-venv/bin/python -m pytest tests/test_metrics.py -q`
+Test: `python -m pytest tests/test_metrics.py`
 """
 from __future__ import annotations
 
@@ -13,12 +14,31 @@ import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
+from training.measures.registry import register
+
 WORD_RE = re.compile(r"[a-z0-9']+")
 TAIL_MAX_COUNT = 5  # a real train word type with count <= this is in the "tail"
+
+for _n in range(1, 5):
+    register(f"samples/distinct_{_n}", "ratio", f"unique word {_n}-grams / word {_n}-grams in the sample budget",
+             main=3 if _n == 2 else 0, diversity=_n == 2)
+register("samples/unique_words", "types", "distinct word types in the sample budget")
+register("samples/word_entropy", "bits/word", "entropy of the sampled word-unigram distribution", main=4,
+         diversity=True)
+register("samples/char_entropy", "bits/char", "entropy of the sampled character distribution")
+register("samples/compression_ratio", "ratio", "raw / zlib-compressed bytes of the samples (higher = more repetitive)")
+register("samples/zipf_exponent", "slope", "minus the log-log rank-frequency slope of the top 100 sampled words")
+register("samples/self_bleu4", "ratio", "mean BLEU-4 of each sampled document against the others")
+register("samples/novel_word_rate", "ratio", "share of sampled word tokens absent from the real train vocabulary")
+register("samples/vocab_coverage", "ratio", "share of the real val word types that appear in the samples")
+register("samples/tail_coverage", "ratio", "share of the rare real train word types (count <= 5) that appear")
+register("samples/kl_words", "bits", "KL(real || samples) of word unigrams, add-0.5 smoothing")
+register("samples/js_words", "bits", "Jensen-Shannon divergence of real and sampled word unigrams")
+register("samples/mean_doc_chars", "chars", "mean length of a sampled document")
 
 
 def words(text: str) -> list[str]:
@@ -26,7 +46,7 @@ def words(text: str) -> list[str]:
     return WORD_RE.findall(text.lower())
 
 
-def _budget(docs: list[str], n_chars: int) -> tuple[list[str], bool]:
+def budget_with_cut(docs: list[str], n_chars: int) -> tuple[list[str], bool]:
     """`take_char_budget` plus whether the last kept document was truncated."""
     if n_chars < 0:
         raise ValueError(f"character budget must be >= 0, got {n_chars}")
@@ -51,7 +71,7 @@ def take_char_budget(docs: list[str], n_chars: int) -> list[str]:
     The last document is truncated so that the total cost is exactly `n_chars`; when all documents together
     cost less, all are returned (the caller should sample enough text).
     """
-    return _budget(docs, n_chars)[0]
+    return budget_with_cut(docs, n_chars)[0]
 
 
 def distinct_ns(doc_words: list[list[str]], max_n: int = 4) -> dict[int, float]:
@@ -286,51 +306,19 @@ def js_words(real_counts: Counter, gen_counts: Counter) -> float:
     return 0.5 * kl(p) + 0.5 * kl(q)
 
 
-def truth_metrics(docs: list[str], gen_counts: Counter, language: Any, last_truncated: bool = False
-                  ) -> dict[str, float]:
-    """Ground-truth measures against a language with known probabilities (duck-typed: `is_valid_word(w)`,
-    `word_set_mass(set)`, `logprob(doc_text)` in nats of one whole document, -inf if invalid).
-
-    - `truth/valid_word_rate`: share of generated word tokens that are vocabulary words, in [0, 1].
-    - `truth/coverage`: true stationary probability mass of the valid word types present in the samples.
-    - `truth/valid_doc_rate`: share of (whole) documents with finite true log-probability.
-    - `truth/sample_bpc`: true bits per character of the valid documents,
-      -Σ logprob / (ln 2 · Σ (len + 1)); NaN if no document is valid.
-    A last document cut by the character budget is not a whole document, so it is left out of the two
-    document-level measures (`last_truncated=True`).
-    """
-    total = sum(gen_counts.values())
-    valid_types = {w for w in gen_counts if language.is_valid_word(w)}
-    valid_tokens = sum(gen_counts[w] for w in valid_types)
-    whole = docs[:-1] if last_truncated and docs else docs
-    nats, chars, n_valid = 0.0, 0, 0
-    for d in whole:
-        lp = float(language.logprob(d))
-        if math.isfinite(lp):
-            nats -= lp
-            chars += len(d) + 1
-            n_valid += 1
-    return {
-        "truth/valid_word_rate": valid_tokens / total if total else math.nan,
-        "truth/coverage": float(language.word_set_mass(valid_types)),
-        "truth/valid_doc_rate": n_valid / len(whole) if whole else math.nan,
-        "truth/sample_bpc": nats / (math.log(2) * chars) if chars else math.nan,
-    }
-
-
-def sample_metrics(docs: list[str], n_chars: int, real: RealStats | None = None, language: Any = None,
-                   seed: int = 0) -> dict[str, float]:
+def sample_metrics(docs: list[str], n_chars: int, real: RealStats | None = None, seed: int = 0
+                   ) -> dict[str, float]:
     """All sample-only measures of one generation's documents on a budget of `n_chars` characters.
 
     Keys: `samples/distinct_1..4`, `unique_words`, `word_entropy`, `char_entropy`, `mean_doc_chars` (over all
     given documents, before the budget cut), `compression_ratio`, `zipf_exponent`; with `real` also
-    `samples/novel_word_rate`, `vocab_coverage`, `tail_coverage`, `kl_words`, `js_words`; with `language` the
-    `truth/…` keys of `truth_metrics`. Keys needing an absent input are left out, not NaN.
+    `samples/novel_word_rate`, `vocab_coverage`, `tail_coverage`, `kl_words`, `js_words`. Keys needing an absent
+    input are left out, not NaN.
     `samples/self_bleu4` is taken on a subsample of at most SELF_BLEU_MAX_DOCS budgeted documents drawn with
     `np.random.default_rng(seed)`: same documents and seed, same value.
     """
     mean_doc_chars = float(np.mean([len(d) for d in docs])) if docs else math.nan
-    kept, truncated = _budget(docs, n_chars)
+    kept = take_char_budget(docs, n_chars)
     doc_words = [words(d) for d in kept]
     counts: Counter = Counter()
     for ws in doc_words:
@@ -354,6 +342,25 @@ def sample_metrics(docs: list[str], n_chars: int, real: RealStats | None = None,
             "samples/kl_words": kl_words(real.train_counts, counts),
             "samples/js_words": js_words(real.train_counts, counts),
         })
-    if language is not None:
-        out.update(truth_metrics(kept, counts, language, last_truncated=truncated))
     return out
+
+
+def zipf_figure(docs: list[str], n_chars: int, real_counts: Counter, title: str, top: int = 1000):
+    """Rank-frequency plot (log-log) of sampled words vs the real train corpus, relative frequencies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sample_counts = Counter(w for d in take_char_budget(docs, n_chars) for w in words(d))
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=90)
+    for counts, label, style in ((real_counts, "real train", "-"), (sample_counts, "samples", ".")):
+        freq = np.array(sorted(counts.values(), reverse=True)[:top], dtype=np.float64)
+        if len(freq):
+            ax.loglog(np.arange(1, len(freq) + 1), freq / sum(counts.values()), style, label=label, ms=3)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("relative frequency")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
