@@ -167,7 +167,8 @@ def bench_sample(impl: str, model, batch: int, new: int, device, compile_: str =
     """Decode `batch` rows × `new` tokens at temperature 1 (ours: sample.compile / top_k / top_p / kv_dtype as
     given). The row's kv_dtype is the cache dtype that decoding used (HF: its DynamicCache, in the model's dtype)."""
     compiled = impl == "ours" and (compile_ == "true" or (compile_ == "auto" and device.type == "cuda"))
-    row = {"impl": impl, "batch": batch, "new_tokens": new, "compile": compiled, "top_k": top_k, "top_p": top_p}
+    row = {"impl": impl, "batch": batch, "new_tokens": new, "compile": compiled, "top_k": top_k, "top_p": top_p,
+           "kv_request": kv_dtype}
     with amp_ctx(device):
         kv = (kv_cache_dtype(SampleConfig(kv_dtype=kv_dtype), model, device) if impl == "ours"
               else torch.get_autocast_dtype(device.type) if device.type == "cuda" else torch.float32)
@@ -278,7 +279,7 @@ def generation_seconds(name: str, device: torch.device, quick: bool) -> dict | N
         with open(os.path.join(tmp, "run", "metrics.jsonl")) as f:
             rec = json.loads(f.readline())
     out = {"prepare": t_prep}
-    out.update({k[len("time/"):-2]: v for k, v in rec.items() if k.startswith("time/")})
+    out.update({k[len("time/"):-2]: v for k, v in rec.items() if k.startswith("time/") and k.endswith("_s")})
     out["total"] = sum(out.values())
     return out
 

@@ -48,8 +48,9 @@ register("train/loss", "nats/token", "training loss, mean since the previous rec
 register("train/lr", "lr", "learning rate", per_step=True)
 register("train/global_step", "steps", "optimizer steps since generation 0, at the end of this generation")
 register("train/final_loss", "nats/token", "the last recorded training loss of this generation")
-register("train/tokens_per_s", "tokens/s", "training throughput, all processes")
-register("train/mfu", "ratio", "model FLOP utilisation against the device's peak (GPUs with a known peak)")
+# Wall-clock figures live under time/: everything else in a record is reproducible from the seed.
+register("time/train_tokens_per_s", "tokens/s", "training throughput, all processes")
+register("time/train_mfu", "ratio", "model FLOP utilisation against the device's peak (GPUs with a known peak)")
 register("mix/real_tokens", "tokens", "real tokens in this generation's training set")
 register("mix/synthetic_tokens", "tokens", "synthetic tokens (the models' own samples) in this generation's training set")
 register("samples/truncated_rate", "ratio", "share of sampled documents cut by sample.max_new_tokens")
@@ -302,7 +303,7 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     t = time.perf_counter()
     amp = autocast_dtype(cfg.train, device)
     rec: dict = {"generation": g, "train/global_step": global_step + steps, "train/final_loss": res["loss"],
-                 "train/tokens_per_s": res["tokens_per_s"], "train/mfu": res.get("mfu"), **counts}
+                 "time/train_tokens_per_s": res["tokens_per_s"], "time/train_mfu": res.get("mfu"), **counts}
     if main:
         rec.update(evaluate(model, prep.val_x, prep.val_y, prep.val_chars, device, autocast_dtype=amp))
         rec.pop("nats_sum", None)
