@@ -35,8 +35,9 @@ Then, in this order:
      B's tail not rising (same test), and E's tail sigma <= NOISY · E_0. Converged past DEEP of the way to a
      limit it moved toward -> collapse / heat death (held there: a collapsed or heated equilibrium); otherwise
      -> stable, with the shift.
-  4. not converged, toward a limit with E's tail not moving away from it, and either a consistent push (the E
-     steps) or past DEEP of the way to the limit (a noisy or broken model sitting deep in the basin)
+  4. not converged, toward a limit with E's tail not moving away from it, and either a consistent push (E's
+     steps and, when known, P's go that way) or past DEEP of the way, or at the limit (a noisy or broken model
+     sitting deep in the basin)
                                                                                  -> collapse / heat death
   5. B's tail falls, or is flat and not above generation 0, E has no consistent push and its tail is not noisy:
      the model does not move away from the real data (it may still learn it)      -> stable
@@ -48,8 +49,8 @@ noise believed, 0.02 bits of entropy or bits/char and 0.005 of top-1 (a neural r
 better; below this a mean-field trajectory would never count as converged); SLOW = 0.5: a relaxation toward a level
 decelerates (a geometric one with ratio r per step moves in its last half at about 2·r^(n/2) of its average rate:
 half means ~85% of its way done), a push toward a limit at λ = 0 does not until it is there (at T < 1 it
-accelerates), a random walk keeps its rate on average: "converged" for a trajectory without noise; NEAR_LIMIT = 0.1 of the way
-left; DEEP = 0.5: past half-way to a limit is that limit's side (a convention; the validation keeps its labelled
+accelerates), a random walk keeps its rate on average: "converged" for a trajectory without noise;
+NEAR_LIMIT = 0.1 of the way left; DEEP = 0.5: past half-way to a limit is that limit's side (a convention; the validation keeps its labelled
 equilibria >= 60% and its labelled collapses/heat deaths >= 60% of the way from it); NOISY = 0.1: a tail
 scattering by 10% of the starting entropy cannot be called converged.
 Numeric codes (CODES, for TensorBoard HParams): collapse -2, drift -1, stable 0, undetermined 1, heat death 2.
