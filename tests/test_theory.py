@@ -2,7 +2,7 @@
 
 Checks the math against closed forms (τ_T, a_max = 1/T and λ* = 1 − T for uniform H, the collapsed branch's fold,
 Wright–Fisher fixation time), the CLI's outputs and errors, and the `--from-run` overlay on a debug run.
-Run: `/tmp/probe-venv/bin/python -m pytest tests/test_theory.py -q`.
+Run: `python -m pytest tests/test_theory.py -q`.
 """
 import csv
 import json
@@ -206,3 +206,13 @@ def test_from_run_overlay(tmp_path, capsys):
     os.remove(run / "gen_000" / "DONE")
     assert main(["theory", "--from-run", str(run)]) == 2
     assert "gen_000/DONE" in capsys.readouterr().err
+
+
+def test_cli_verdict_check(capsys):
+    assert main(["theory", "verdict-check", "--trajectories", "40", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| theory | n | agree | verdicts |" in out and "| **overall** | 40 |" in out
+    for label in ("collapse", "heat death", "stable", "drift"):
+        assert f"| {label} | 10 |" in out
+    assert main(["theory", "verdict-check", "--trajectories", "2"]) == 2
+    assert "--trajectories must be >= 4" in capsys.readouterr().err

@@ -11,7 +11,7 @@ Analytics: the equilibrium θ_e on the branch continued from λ = 1 (θ_e = H th
 with a_max the largest eigenvalue of ∂τ_T/∂θ at θ_e on sum-zero vectors (stable iff ρ < 1; for uniform H,
 a_max = 1/T and λ* = 1 − T), the λ = 0 end states, and the Wright–Fisher fixation time at T = 1, λ = 0.
 Entropies and KL divergences are in nats. CLI: `closedloop theory ...` (training/theory_cli.py);
-tests: `/tmp/probe-venv/bin/python -m pytest tests/test_theory.py -q`.
+tests: `python -m pytest tests/test_theory.py -q`.
 """
 from __future__ import annotations
 

@@ -5,13 +5,16 @@
     closedloop theory simulate --h uniform --n 10 --samples 100 --temperature 1 --fresh-fraction 0 \\
         --workflow replace --seeds 500 --until-fixation
     closedloop theory --from-run RUN
+    closedloop theory verdict-check --trajectories 400 --seed 0
 
 `equilibrium` and `simulate --until-fixation` print one JSON object (null stands for an infinite value, e.g.
 KL(H‖θ_e) once θ_e is a corner); `phase` writes DIR/phase.csv and
 DIR/phase.png; `simulate` without --until-fixation writes DIR/trajectories.csv and .png with --out.
 `--from-run RUN` adds `theory/entropy` (bits) and `theory/excess_nll` (nats/token) to every generation's record of
 RUN/metrics.jsonl and to RUN's TensorBoard, beside the measured `val/entropy` and `val/loss` − its generation-0 value.
-The math is in training/theory.py; tests: `/tmp/probe-venv/bin/python -m pytest tests/test_theory.py -q`.
+`verdict-check` runs the run verdict (training/verdict.py) on simulated trajectories whose fate the theory knows and
+prints the agreement per class (Markdown).
+The math is in training/theory.py; tests: `python -m pytest tests/test_theory.py tests/test_verdict.py -q`.
 """
 from __future__ import annotations
 
@@ -108,6 +111,10 @@ def build_parser() -> _Parser:
             s.add_argument("--seed", type=int, default=0, help="seed of the numpy generator")
             s.add_argument("--until-fixation", action="store_true", help="run until one outcome remains (λ = 0)")
             s.add_argument("--out", help="folder for trajectories.csv and trajectories.png")
+    c = sub.add_parser("verdict-check", help="agreement of the run verdict with the theory's labelled trajectories",
+                       description="agreement of the run verdict with the theory's labelled trajectories")
+    c.add_argument("--trajectories", type=int, default=400, help="labelled trajectories, balanced over the classes")
+    c.add_argument("--seed", type=int, default=0, help="seed of the numpy generator")
     return p
 
 
@@ -124,6 +131,8 @@ def cmd_theory(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "verdict-check":
+        return verdict_check(args.trajectories, args.seed)
     h = _h(args)
     if args.command == "equilibrium":
         t = th.check_temperature(args.temperature, "--temperature")
@@ -135,6 +144,22 @@ def cmd_theory(argv: list[str]) -> int:
                      _fracs(_floats(args.fresh_fractions, "--fresh-fractions", True), "--fresh-fractions"),
                      args.out, args.max_iterations)
     return simulate(h, args)
+
+
+def verdict_check(count: int, seed: int) -> int:
+    """Print the per-class agreement of training.verdict with the theory's labels (Markdown table)."""
+    from training import verdict as vd
+
+    if count < len(vd.CLASSES):
+        raise ValueError(f"--trajectories must be >= {len(vd.CLASSES)}, got {count}")
+    a = vd.agreement(vd.labelled_trajectories(count, seed))
+    print(f"verdict vs theory: {a['n']} categorical trajectories (seed {seed}); label = the theory's fate\n")
+    print("| theory | n | agree | verdicts |\n|---|---|---|---|")
+    for label, row in a["classes"].items():
+        got = ", ".join(f"{v} ×{k}" for v, k in sorted(row["verdicts"].items(), key=lambda x: -x[1]))
+        print(f"| {label} | {row['n']} | {row['rate']:.1%} | {got} |")
+    print(f"| **overall** | {a['n']} | {a['overall']:.1%} | |")
+    return 0
 
 
 def phase(h, temps, lams, out: str, max_iter: int) -> int:

@@ -1,38 +1,61 @@
-"""A verdict per closed-loop run: collapse, heat death, drift, stable or undetermined, from the per-generation
-metric records (the dicts of metrics.jsonl).
+"""A verdict per closed-loop run (collapse, heat death, stable, drift or undetermined) from the dynamics of its
+per-generation records (the dicts of metrics.jsonl), and its validation against the categorical theory.
 
-Run inside the loop (`verdict_so_far(records)` after every generation) or on a finished run:
-    `python -c "from training.records import read_metrics; from training.verdict import verdict; \
-print(verdict(read_metrics('runs/NAME/metrics.jsonl')))"`
-Test: `/tmp/probe-venv/bin/python -m pytest tests/test_verdict.py -q`
+Run inside the loop (`verdict_so_far(records, uniform_bits=log2 V)` after every generation) or on a finished run:
+    python -c "from training.records import read_metrics; from training.verdict import verdict; \\
+print(verdict(read_metrics('runs/NAME/metrics.jsonl')))"
+Validate: `python -m training theory verdict-check` (labelled trajectories of training/theory.py, agreement table).
+Test: `python -m pytest tests/test_verdict.py -q`
 
-The rule (constants below, all per generation unless said):
-  Trend of one indicator y over generations g (records whose value is None or not finite are skipped; at least
-  MIN_POINTS values are needed, else the indicator is "unknown"):
-    - b = least-squares slope of y on g (units of y per generation), s_b = its standard error from the
-      residuals, sqrt(SSR / (n - 2) / Σ(g - ḡ)²);
-    - scale = max(|y_0|, MIN_SCALE): the first value, but at least 0.1 in the indicator's units (bits or a
-      rate), so an indicator starting at 0 does not turn every wiggle into a trend;
-    - noise = max(s_b, FLOOR_PER_GEN · scale): the residual noise, or a minimum effect of 1% of the scale per
-      generation, whichever is larger;
-    - the trend is "beyond noise" (rising +1 / falling -1, else flat 0) when |b| > NOISE_MULT · noise (2 noise
-      levels) AND |y_last − y_0| > MIN_CHANGE · scale (5%) AND y_last − y_0 has the sign of b.
-  Verdict, in this order (E = val/entropy, B = val/bpc):
-    1. fewer than MIN_GENERATIONS (3) records, or neither E nor B known        -> undetermined
-    2. E falling, a diversity measure (samples/word_entropy or samples/distinct_2) falling and none rising
-                                                                                -> collapse
-    3. E rising and (samples/novel_word_rate rising, or, given `uniform_bits` = log2(vocab size), the gap
-       uniform_bits − E shrunk by at least UNIFORM_GAP_SHRINK (25%) of its generation-0 value)  -> heat death
-    4. B rising (E flat, or E moving without the sample measures agreeing)      -> drift
-    5. E flat, B not rising, no sample measure beyond noise                     -> stable
-       (B falling is allowed: the model still learns the real data, e.g. with fresh data mixed in)
-    6. anything else (E moves but the sample measures disagree, or only sample measures move) -> undetermined
+What the labels mean (the theory of Marchi et al. 2024; θ the model, H the real distribution):
+  collapse     the model moves toward a corner: entropy falls toward 0 bits, top-1 probability rises toward 1;
+  heat death   it moves toward uniform: entropy rises toward log2 V (`uniform_bits`), top-1 falls;
+  stable       it has converged, within noise, to an equilibrium, possibly shifted from generation 0
+               (`shift` = bits of val/entropy since generation 0): a loop that holds, shifted, is stable;
+  drift        it moves away from the real data (val/bpc rises) without converging and without a consistent
+               push toward either limit: the neutral wander of T = 1, λ = 0;
+  undetermined too few generations, val/entropy unknown, or a tail too noisy to tell (the reason says which).
 
-Worked example (a real T = 1.0 run, pure replace): val/entropy 2.871 2.929 2.938 2.941 2.951 is flat
-(b = 0.017 bits/gen < 2 · 0.029), but val/bpc 2.885 2.956 3.024 3.097 3.133 rises 8.6% with b = 0.064 bits/char
-per generation > 2 · 0.029 (noise = the 1% floor; s_b = 0.004): the verdict is DRIFT, not stable. This is
-deliberate: at T = 1 there is no push toward either limit, yet the model forgets the real distribution a little
-more every generation (finite-sample drift), which is what "drift" names.
+The rule. E = val/entropy (bits), P = val/top1, B = val/bpc (bits/char: cross-entropy on real text, i.e. the
+distance from the real data; the loop fails by moving away from it). Missing, None or non-finite values are
+skipped. The tail is the last max(MIN_TAIL, ceil(n/2)) of the n known values: "the last few generations". For each
+indicator y (sigma = max(the tail's residual standard deviation around its least-squares line, FLOOR[y])):
+  - tail slope (units per generation) and its direction: +1/-1 when |slope| > Z · sigma / sqrt(Σ(g − ḡ)²) (a
+    2-sigma test) and |slope| > SLOW · |y_last − y_0| / (generations elapsed), else 0: is it still moving, and
+    not merely creeping at the end of a relaxation?
+  - shift = tail mean − y_0 and its direction: ±1 when |shift| > Z · sigma / sqrt(tail length): has it moved?
+  - push: mean step (y_last − y_0) / (n − 1) over the standard error of the n − 1 steps (their sd, at least
+    FLOOR[y] · √2, over √(n − 1)); a consistent push toward a limit when beyond Z: did every step go one way?
+Then, in this order:
+  1. n < MIN_GENERATIONS known values of E                                       -> undetermined (too short)
+  2. toward the corner: E shifted down and P shifted up (P skipped when unknown); at the corner: tail mean of E
+     <= NEAR_LIMIT · E_0 (10% of generation 0's entropy left). Symmetrically toward uniform: E shifted up, P down;
+     at uniform: log2 V − E <= NEAR_LIMIT · (log2 V − E_0) (needs `uniform_bits`).
+  3. converged: E's tail flat (within noise, or decelerated to <= SLOW of its average rate since generation 0),
+     B's tail not rising (same test), and E's tail sigma <= NOISY · E_0. Converged past DEEP of the way to a
+     limit it moved toward -> collapse / heat death (held there: a collapsed or heated equilibrium); otherwise
+     -> stable, with the shift.
+  4. not converged, toward a limit with E's tail not moving away from it, and either a consistent push (E's
+     steps and, when known, P's go that way) or past DEEP of the way, or at the limit (a noisy or broken model
+     sitting deep in the basin)
+                                                                                 -> collapse / heat death
+  5. B's tail falls, or is flat and not above generation 0, E has no consistent push and its tail is not noisy:
+     the model does not move away from the real data (it may still learn it)      -> stable
+  6. E's tail sigma > NOISY · E_0 with none of the above                          -> undetermined (too noisy)
+  7. otherwise (moving away from the data or in entropy, no converged level, no consistent push) -> drift
+Why each constant: MIN_GENERATIONS = 4 so that a tail of 3 follows generation 0 at all; MIN_TAIL = 3 values give
+a slope and a residual (n − 2 = 1); Z = 2 standard errors (about 5% false alarms per test); FLOOR: the smallest
+noise believed, 0.02 bits of entropy or bits/char and 0.005 of top-1 (a neural run's val set measures them no
+better; below this a mean-field trajectory would never count as converged); SLOW = 0.5: a relaxation toward a level
+decelerates (a geometric one with ratio r per step moves in its last half at about 2·r^(n/2) of its average rate:
+half means ~85% of its way done), a push toward a limit at λ = 0 does not until it is there (at T < 1 it
+accelerates), a random walk keeps its rate on average: "converged" for a trajectory without noise;
+NEAR_LIMIT = 0.1 of the way left; DEEP = 0.5: past half-way to a limit is that limit's side (a convention; the validation keeps its labelled
+equilibria >= 60% and its labelled collapses/heat deaths >= 60% of the way from it); NOISY = 0.1: a tail
+scattering by 10% of the starting entropy cannot be called converged.
+Numeric codes (CODES, for TensorBoard HParams): collapse -2, drift -1, stable 0, undetermined 1, heat death 2.
+The sample-diversity keys (DIVERSITY, NOVEL) are not used by the rule (they depend on T and on the sample size);
+their slopes and shifts are reported beside it.
 """
 from __future__ import annotations
 
@@ -40,42 +63,25 @@ import math
 
 import numpy as np
 
-MIN_GENERATIONS = 3  # records needed before any verdict
-MIN_POINTS = 3  # finite values an indicator needs for a slope and its standard error (n - 2 >= 1)
-MIN_SCALE = 0.1  # smallest scale of an indicator, in its own units (bits, or a rate in [0, 1])
-FLOOR_PER_GEN = 0.01  # minimum effect: 1% of the scale per generation
-NOISE_MULT = 2.0  # a slope must exceed this many noise levels
-MIN_CHANGE = 0.05  # and the first-to-last change must exceed 5% of the scale
-UNIFORM_GAP_SHRINK = 0.25  # heat death via the uniform limit: the gap to log2(V) shrank by >= 25%
-
-ENTROPY, BPC = "val/entropy", "val/bpc"
-DIVERSITY = ("samples/word_entropy", "samples/distinct_2")
+ENTROPY, TOP1, BPC = "val/entropy", "val/top1", "val/bpc"
+DIVERSITY = ("samples/word_entropy", "samples/distinct_2")  # reported beside the verdict (their tail and shift)
 NOVEL = "samples/novel_word_rate"
-INDICATORS = (ENTROPY, BPC, *DIVERSITY, NOVEL)
-RULE = ("beyond noise: |slope| > 2·max(se, 1%·scale)/gen and |last−first| > 5%·scale; collapse: val/entropy "
-        "and sample diversity fall; heat death: val/entropy rises with novel words or toward log2(V); drift: "
-        "val/bpc rises otherwise; stable: nothing beyond noise")
+INDICATORS = (ENTROPY, TOP1, BPC, *DIVERSITY, NOVEL)
 
-
-def trend(gens: np.ndarray, ys: np.ndarray) -> dict:
-    """Slope, its standard error, noise level and direction (+1, -1, 0) of one series; see the module rule.
-
-    `gens`, `ys`: (n,) float arrays, already finite. Returns {"slope", "se", "noise", "change", "dir"} with
-    slope and noise in the series' units per generation; all None and dir 0 with fewer than MIN_POINTS values
-    or fewer than two distinct generations.
-    """
-    if len(ys) < MIN_POINTS or np.ptp(gens) == 0:
-        return {"slope": None, "se": None, "noise": None, "change": None, "dir": 0}
-    g0 = gens - gens.mean()
-    sxx = float((g0 ** 2).sum())
-    b = float((g0 * (ys - ys.mean())).sum() / sxx)
-    resid = ys - (ys.mean() + b * g0)
-    se = math.sqrt(float((resid ** 2).sum()) / (len(ys) - 2) / sxx)
-    scale = max(abs(float(ys[0])), MIN_SCALE)
-    noise = max(se, FLOOR_PER_GEN * scale)
-    change = float(ys[-1] - ys[0])
-    beyond = abs(b) > NOISE_MULT * noise and abs(change) > MIN_CHANGE * scale and change * b > 0
-    return {"slope": b, "se": se, "noise": noise, "change": change, "dir": int(np.sign(b)) if beyond else 0}
+MIN_GENERATIONS = 4
+MIN_TAIL = 3
+Z = 2.0
+FLOOR = {ENTROPY: 0.02, BPC: 0.02, TOP1: 0.005}  # units of each; others: 1% of |generation 0|, at least 1e-3
+NEAR_LIMIT = 0.1
+SLOW = 0.5
+DEEP = 0.5
+NOISY = 0.1
+CODES = {"collapse": -2, "drift": -1, "stable": 0, "heat death": 2, "undetermined": 1}  # TensorBoard HParams:
+# the sign says the direction of entropy (collapse < 0 < heat death); undetermined is 1, no direction claimed
+RULE = ("tail = last half (>= 3); collapse: entropy shifted down and top-1 up, still moving or held at the corner, "
+        "with a consistent push or past half-way; heat death: the same toward log2 V; stable: entropy's tail flat "
+        "within 2 noise levels and val/bpc not rising (or val/bpc falling); drift: moving away (val/bpc rising) "
+        "without either; undetermined: < 4 generations or a tail scattering > 10% of the starting entropy")
 
 
 def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -90,62 +96,92 @@ def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(gs), np.array(ys)
 
 
+def dynamics(gens: np.ndarray, ys: np.ndarray, floor: float) -> dict | None:
+    """Tail slope, shift since generation 0, consistency of the steps, and their directions; see the module rule.
+
+    Units: those of y (per generation for slopes). None with fewer than MIN_TAIL values or a tail of one
+    generation."""
+    n = len(ys)
+    m = max(MIN_TAIL, math.ceil(n / 2))
+    if n < MIN_TAIL or np.ptp(gens[-m:]) == 0:
+        return None
+    tg, ty = gens[-m:], ys[-m:]
+    g0 = tg - tg.mean()
+    sxx = float((g0 ** 2).sum())
+    slope = float((g0 * (ty - ty.mean())).sum() / sxx)
+    resid = ty - ty.mean() - slope * g0
+    sigma = max(math.sqrt(float((resid ** 2).sum()) / (m - 2)), floor)
+    shift = float(ty.mean() - ys[0])
+    rate = float(ys[-1] - ys[0]) / float(gens[-1] - gens[0])  # the average rate since generation 0
+    steps = np.diff(ys)
+    step_se = max(float(steps.std(ddof=1)) if len(steps) > 1 else 0.0, floor * math.sqrt(2)) / math.sqrt(len(steps))
+    push = float(steps.mean() / step_se)
+    return {"slope": slope, "sigma": sigma, "shift": shift, "tail_mean": float(ty.mean()), "push": push,
+            "tail": int(np.sign(slope)) if abs(slope) > max(Z * sigma / math.sqrt(sxx), SLOW * abs(rate)) else 0,
+            "moved": int(np.sign(shift)) if abs(shift) > Z * sigma / math.sqrt(m) else 0,
+            "steady": int(np.sign(push)) if abs(push) > Z else 0, "first": float(ys[0]), "last": float(ys[-1])}
+
+
 def verdict(records: list[dict], uniform_bits: float | None = None) -> dict:
     """The verdict of a run from its per-generation records (oldest first); see the module docstring.
 
     `uniform_bits`: log2 of the vocabulary size (bits), the entropy of the uniform next-token law, if known.
-    Returns {"verdict", "slopes", "noise", "rule", "reason", "generations"}; slopes and noise per indicator
-    in its units per generation (None when unknown).
+    Returns {"verdict", "code", "reason", "rule", "generations", "shift" (bits of val/entropy, tail mean − generation
+    0; None when unknown), "slopes", "noise", "shifts", "tail"} (per indicator in its own units, None if unknown).
     """
     if uniform_bits is not None and not uniform_bits > 0:
         raise ValueError(f"uniform_bits must be > 0 (log2 of the vocabulary size), got {uniform_bits}")
-    t = {k: trend(*_series(records, k)) for k in INDICATORS}
-    out = {"slopes": {k: v["slope"] for k, v in t.items()}, "noise": {k: v["noise"] for k, v in t.items()},
-           "rule": RULE, "generations": len(records)}
+    d = {}
+    for k in INDICATORS:
+        gs, ys = _series(records, k)
+        d[k] = dynamics(gs, ys, FLOOR.get(k, max(1e-3, 0.01 * abs(ys[0]) if len(ys) else 0.0)))
+    e, p, b = d[ENTROPY], d[TOP1], d[BPC]
+    n = len(_series(records, ENTROPY)[1])
+    out = {"rule": RULE, "generations": len(records), "shift": e["shift"] if e else None,
+           "slopes": {k: v and v["slope"] for k, v in d.items()}, "noise": {k: v and v["sigma"] for k, v in d.items()},
+           "shifts": {k: v and v["shift"] for k, v in d.items()}, "tail": max(MIN_TAIL, math.ceil(n / 2))}
 
     def done(name: str, reason: str) -> dict:
-        return {"verdict": name, **out, "reason": reason}
+        return {"verdict": name, "code": CODES[name], **out, "reason": reason}
 
-    e, b = t[ENTROPY], t[BPC]
-    if len(records) < MIN_GENERATIONS:
-        return done("undetermined", f"only {len(records)} generation(s); {MIN_GENERATIONS} are needed")
-    if e["slope"] is None and b["slope"] is None:
-        return done("undetermined", f"fewer than {MIN_POINTS} known values of {ENTROPY} and of {BPC}")
-    div = {k: t[k]["dir"] for k in DIVERSITY if t[k]["slope"] is not None}
-    moving = [k for k in (*DIVERSITY, NOVEL) if t[k]["dir"] != 0]
-    disagree = ""
-    if e["dir"] < 0:
-        if -1 in div.values() and 1 not in div.values():
-            falling = " and ".join(k for k, d in div.items() if d < 0)
-            return done("collapse", f"{ENTROPY} falls {e['change']:+.3g} bits and {falling} falls with it: "
-                                    "the model narrows onto its own samples")
-        disagree = (f"{ENTROPY} falls but sample diversity does not "
-                    f"({', '.join(f'{k} {_word(d)}' for k, d in div.items()) or 'not measured'})")
-    if e["dir"] > 0:
-        ys = _series(records, ENTROPY)[1]
-        toward = (uniform_bits is not None and uniform_bits > ys[0]
-                  and uniform_bits - ys[-1] <= (1 - UNIFORM_GAP_SHRINK) * (uniform_bits - ys[0]))
-        if t[NOVEL]["dir"] > 0 or toward:
-            why = f"{NOVEL} rises" if t[NOVEL]["dir"] > 0 else f"it nears the uniform {uniform_bits:.3g} bits"
-            return done("heat death", f"{ENTROPY} rises {e['change']:+.3g} bits and {why}: "
-                                      "the model spreads toward uniform")
-        disagree = f"{ENTROPY} rises but neither {NOVEL} rises nor the gap to uniform shrinks enough"
-    if b["dir"] > 0:
-        lead = disagree + "; " if disagree else f"{ENTROPY} is flat; "
-        return done("drift", f"{lead}{BPC} rises {b['change']:+.3g} bits/char: the model forgets the real "
-                             "distribution without a direction")
-    if disagree:
-        return done("undetermined", disagree)
-    if moving:
-        return done("undetermined", f"{ENTROPY} and {BPC} are flat but {', '.join(moving)} move beyond noise")
-    if e["slope"] is None:
-        return done("undetermined", f"{BPC} is not rising but {ENTROPY} is unknown")
-    learning = f"; {BPC} falls (still learning)" if b["dir"] < 0 else ""
-    return done("stable", f"no indicator moves beyond noise over {len(records)} generations{learning}")
-
-
-def _word(d: int) -> str:
-    return {1: "rising", -1: "falling", 0: "flat"}[d]
+    if n < MIN_GENERATIONS or e is None:
+        return done("undetermined", f"too short: {n} known value(s) of {ENTROPY}; {MIN_GENERATIONS} are needed "
+                                    f"to compare a tail of {MIN_TAIL} with generation 0")
+    u = uniform_bits
+    toward = {-1: e["moved"] < 0 and (p is None or p["moved"] > 0),  # -1: the corner, +1: uniform
+              +1: e["moved"] > 0 and (p is None or p["moved"] < 0)}
+    at = {-1: e["tail_mean"] <= NEAR_LIMIT * e["first"],
+          +1: u is not None and u > e["first"] and u - e["tail_mean"] <= NEAR_LIMIT * (u - e["first"])}
+    deep = {-1: e["tail_mean"] <= DEEP * e["first"],
+            +1: u is not None and u > e["first"] and u - e["tail_mean"] <= DEEP * (u - e["first"])}
+    name = {-1: "collapse", +1: "heat death"}
+    limit = {-1: "the corner (0 bits)", +1: f"uniform ({u:.3g} bits)" if u else "uniform"}
+    noisy = e["sigma"] > NOISY * e["first"]
+    bpc = "" if b is None else f", {BPC} {b['first']:.3g} -> {b['last']:.3g}"
+    moves = f"{ENTROPY} {e['first']:.3g} -> {e['last']:.3g} bits (shift {e['shift']:+.3g}{bpc})"
+    converged = e["tail"] == 0 and (b is None or b["tail"] <= 0) and not noisy
+    if converged:
+        for s in (-1, 1):
+            if toward[s] and deep[s]:
+                return done(name[s], f"{moves}: held past half-way to {limit[s]} over the last {out['tail']} "
+                                     "generations")
+        return done("stable", f"{moves}: converged within noise over the last {out['tail']} generations "
+                              f"(tail slope {e['slope']:+.3g} bits/gen, noise {e['sigma']:.2g} bits)")
+    for s in (-1, 1):
+        push = e["steady"] == s and (p is None or p["steady"] == -s)
+        if toward[s] and e["tail"] != -s and (push or deep[s] or at[s]):
+            why = "entropy and top-1 step that way consistently" if push else "past half-way and not converged"
+            return done(name[s], f"{moves}: moving toward {limit[s]}, {why}")
+    if b is not None and (b["tail"] < 0 or (b["tail"] == 0 and b["moved"] <= 0)) and e["steady"] == 0 and not noisy:
+        how = f"still falls {b['slope']:+.3g}/gen" if b["tail"] < 0 else "is no higher than at generation 0"
+        return done("stable", f"{moves}: {BPC} {how} (the model does not move away from the real data, it may "
+                              f"still learn it); {ENTROPY} has no consistent push")
+    if noisy:
+        return done("undetermined", f"too noisy: {ENTROPY}'s tail scatters by {e['sigma']:.2g} bits, more than "
+                                    f"{NOISY:.0%} of its generation-0 value, with no clear direction")
+    what = f"{BPC} still rises {b['slope']:+.3g}/gen" if b is not None and b["tail"] > 0 else \
+        f"{ENTROPY} still moves {e['slope']:+.3g} bits/gen"
+    return done("drift", f"{moves}: {what} without converging and without a consistent push toward a limit")
 
 
 def verdict_so_far(records: list[dict], generation: int | None = None, uniform_bits: float | None = None
@@ -155,3 +191,119 @@ def verdict_so_far(records: list[dict], generation: int | None = None, uniform_b
     if generation is not None:
         records = [r for i, r in enumerate(records) if r.get("generation", i) <= generation]
     return verdict(records, uniform_bits=uniform_bits)
+
+
+# --- validation against the categorical theory (training/theory.py) ----------------------------------------------
+CLASSES = ("collapse", "heat death", "stable", "drift")
+
+
+def _records(theta: np.ndarray, h: np.ndarray, temperature: float, rng: np.random.Generator) -> list[dict]:
+    """Stand-in records of a categorical trajectory θ (G, K): val/entropy = H(θ) bits, val/top1 = max θ,
+    val/bpc = cross-entropy of H under 0.99·θ + 0.01·uniform in bits (a neural model never gives probability 0),
+    samples/word_entropy = plug-in entropy (bits) of 1000 draws from τ_T(θ); no distinct_2, no novel words."""
+    from training import theory as th
+
+    k = theta.shape[-1]
+    smooth = 0.99 * theta + 0.01 / k
+    draws = rng.multinomial(1000, th.tau(theta, temperature)) / 1000.0
+    ent, ce = th.entropy(theta) / math.log(2), -(h * np.log2(smooth)).sum(-1)
+    sample_ent = th.entropy(draws) / math.log(2)
+    return [{"generation": g, ENTROPY: float(ent[g]), TOP1: float(theta[g].max()), BPC: float(ce[g]),
+             "samples/word_entropy": float(sample_ent[g]), "samples/distinct_2": None, NOVEL: None}
+            for g in range(len(theta))]
+
+
+def labelled_trajectories(count: int, seed: int = 0) -> list[dict]:
+    """`count` trajectories of the categorical closed loop whose fate the theory knows, balanced over CLASSES;
+    deterministic from `seed`. Each: {"label", "records", "uniform_bits", "setting"}.
+
+    Drawn per trajectory: K in {5, 10, 20, 50, 100, 200}; H uniform or Zipf (p_i ∝ i^−s, s in [0.5, 1.5]);
+    G in 6..20 generations; N in {300, 1000, 3000, 10^4, 10^5} samples per generation; workflow replace,
+    accumulate or accumulate-subsample (drift: replace). One finite-sample run of `theory.simulate`. The label is
+    the theory's fate, kept only where it is unambiguous within the horizon (else the setting is drawn again):
+      collapse    T in [0.3, 0.85], λ = 0 (the corner is the only attractor), H not uniform (from a uniform H only
+                  noise breaks the symmetry, at an unknown time); the mean-field trajectory loses >= 60% of H's
+                  entropy within G generations (a collapse one can see, past the half-way convention);
+      heat death  T in [1.25, 3], λ = 0, H not uniform with log2 K − H(H) >= 10% of log2 K (room to heat),
+                  N >= 10·K (fewer draws than that cannot hold a near-uniform θ: the refit loses outcomes and the
+                  finite-sample loop turns back); the mean-field trajectory closes >= 60% of the gap in G gens;
+      stable      T in [0.4, 2.5], λ in [0.1, 1]; H uniform only above the boundary λ*(T) = 1 − T by 0.05 or
+                  more (below it H is unstable) and not for T > 1 (there H is the uniform limit itself); the
+                  mean-field map is iterated to rest (its attractor θ_∞), which it must reach: within 10% of the
+                  total change of entropy (or 0.005 bits) by generation ceil(G/2), a clear equilibrium, away
+                  from both limits (it keeps >= 60% of H's entropy and >= 60% of H's gap to log2 K);
+      drift       T = 1, λ = 0, replace, H Zipf (from a uniform H, the entropy maximum, every move lowers the
+                  entropy and raises top-1: neutral drift there looks exactly like a slow collapse, so it is not
+                  labelled), N = c·K with c in [2, 50] (log-uniform), N <= 10^5; the theory's expected departure
+                  E[KL(H‖θ_G)] ≈ (G − 1)(K − 1)/(2N) nats must exceed 0.1 bits (a wander one can see), Kimura's
+                  expected fixation time must exceed 3·G, and the run is kept only if no outcome fixed (mass >=
+                  1 − 1e-9) within the horizon. Accumulate workflows are not used at T = 1 (θ becomes a martingale
+                  with shrinking steps that settles at a random point: neither label is clean).
+    Known limit: a short random walk and a noisy mean-reverting series look alike over 6–20 points, so drift and
+    stable are the classes that confuse each other (see `closedloop theory verdict-check`).
+    """
+    from training import theory as th
+
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        label = CLASSES[len(out) % len(CLASSES)]
+        k = int(rng.choice([5, 10, 20, 50, 100, 200]))
+        zipf = label != "stable" or rng.random() < 0.7
+        h = np.arange(1, k + 1) ** -rng.uniform(0.5, 1.5) if zipf else np.ones(k)
+        h = h / h.sum()
+        gens = int(rng.integers(6, 21))
+        n = int(rng.choice([300, 1000, 3000, 10_000, 100_000]))
+        wf = "replace" if label == "drift" else str(rng.choice(th.WORKFLOWS, p=[0.5, 0.25, 0.25]))
+        e0, u = float(th.entropy(h)) / math.log(2), math.log2(k)
+        if label == "collapse":
+            t, lam = rng.uniform(0.3, 0.85), 0.0
+        elif label == "heat death":
+            t, lam = rng.uniform(1.25, 3.0), 0.0
+            if u - e0 < 0.1 * u or n < 10 * k:
+                continue
+        elif label == "stable":
+            t, lam = rng.uniform(0.4, 2.5), rng.uniform(0.1, 1.0)
+            if not zipf and (t > 1 or lam < 1 - t + 0.05):
+                continue
+        else:
+            t, lam = 1.0, 0.0
+            n = int(min(1e5, k * math.exp(rng.uniform(math.log(2), math.log(50)))))
+            if (gens - 1) * (k - 1) / (2 * n) < 0.1 * math.log(2) or th.wright_fisher_fixation_time(h, n) < 3 * gens:
+                continue
+        mf = th.entropy(th.mean_field_trajectory(h, h, t, lam, gens, wf)) / math.log(2)  # (G,) bits
+        if label == "collapse" and mf[-1] > 0.4 * e0:
+            continue
+        if label == "heat death" and u - mf[-1] > 0.4 * (u - e0):
+            continue
+        if label == "stable":
+            rest, ok = th.iterate_to_rest(h[None], h, t, lam, max_iter=5000, tol=1e-10)
+            e_inf = float(th.entropy(rest[0])) / math.log(2)
+            half = mf[math.ceil(gens / 2)]
+            if not ok[0] or abs(half - e_inf) > max(0.1 * abs(e0 - e_inf), 0.005):
+                continue
+            if e_inf < 0.6 * e0 or (e_inf > e0 and u - e_inf < 0.6 * (u - e0)):
+                continue
+        theta = th.simulate(h, t, lam, n, gens, 1, rng, workflow=wf)["theta"][:, 0]  # (G, K)
+        if label == "drift" and theta.max() >= 1 - 1e-9:
+            continue
+        out.append({"label": label, "records": _records(theta, h, t, rng), "uniform_bits": u,
+                    "setting": {"K": k, "H": "zipf" if zipf else "uniform", "T": float(t), "lambda": float(lam),
+                                "N": n, "generations": gens, "workflow": wf}})
+    return out
+
+
+def agreement(trajectories: list[dict]) -> dict:
+    """Run the verdict on labelled trajectories: {"classes": {label: {"n", "agree", "rate", "verdicts": {verdict:
+    count}}}, "overall": rate, "n": count}."""
+    table = {c: {"n": 0, "agree": 0, "verdicts": {}} for c in CLASSES}
+    for tr in trajectories:
+        v = verdict(tr["records"], uniform_bits=tr["uniform_bits"])["verdict"]
+        row = table[tr["label"]]
+        row["n"] += 1
+        row["agree"] += v == tr["label"]
+        row["verdicts"][v] = row["verdicts"].get(v, 0) + 1
+    for row in table.values():
+        row["rate"] = row["agree"] / row["n"] if row["n"] else math.nan
+    total = sum(r["n"] for r in table.values())
+    return {"classes": table, "overall": sum(r["agree"] for r in table.values()) / max(total, 1), "n": total}
