@@ -6,6 +6,7 @@ Run: `python -m pytest tests/test_theory.py -q`.
 """
 import csv
 import json
+import math
 import os
 
 import numpy as np
@@ -170,6 +171,20 @@ def test_cli_bad_input(args, msg, capsys):
     assert err.startswith("closedloop: error:") and msg in err and err.count("\n") == 1, err
 
 
+def test_batched_stability_and_equilibria_match_the_single_categorical_ones():
+    rng = np.random.default_rng(0)
+    for t in (0.5, 0.8, 1.3, 2.0):
+        theta = rng.dirichlet(np.ones(12), size=20)
+        np.testing.assert_allclose(th.a_max_batch(theta, t), [th.a_max(x, t) for x in theta], rtol=1e-9)
+    h = np.array([0.35, 0.25, 0.2, 0.12, 0.08])
+    for t, lam in ((0.6, 0.5), (1.5, 0.3), (0.9, 0.05)):
+        one, many = th.equilibrium(h, t, lam), th.context_equilibria(np.log(np.tile(h, (3, 1))), t, lam)
+        assert many["entropy"] == pytest.approx(one["entropy"] / math.log(2), abs=1e-7)
+        assert many["rho_max"] == pytest.approx(one["rho"], rel=1e-6) and many["converged_share"] == 1
+    below = th.context_equilibria(np.log(np.full((1, 5), 0.2)), 0.6, 0.3)  # uniform H, λ < 1 − T: H is unstable
+    assert below["rho_max"] == pytest.approx(0.7 / 0.6) and below["stable_share"] == 0
+
+
 # --- overlay on a neural run ----------------------------------------------------------------------------------
 def test_from_run_overlay(tmp_path, capsys):
     from training import presets
@@ -198,6 +213,10 @@ def test_from_run_overlay(tmp_path, capsys):
     assert after[0]["theory/excess_nll"] == 0 and after[1]["theory/excess_nll"] > 0
     assert after[1]["theory/entropy"] < after[0]["theory/entropy"]  # T = 0.7 sharpens
     assert printed["theory/entropy"] == pytest.approx([r["theory/entropy"] for r in after])
+    assert after[0]["theory/bpc"] == pytest.approx(after[0]["val/bpc"]) and after[1]["theory/bpc"] > after[0]["val/bpc"]
+    assert printed["verdict"] in ("collapse", "heat death", "stable", "drift", "undetermined")
+    eq = printed["equilibrium"]  # T = 0.7, λ = 0.2 on a non-uniform H: a shifted, stable rest point
+    assert eq["entropy_bits"] < after[0]["theory/entropy"] and 0 < eq["rho_max"] < 1 and eq["stable_share"] == 1
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run)).Reload()

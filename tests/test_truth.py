@@ -1,7 +1,7 @@
 """Ground truth for `truth/excess_bpc`: the exact next-character law of the synthetic language, used as a model.
 
 `SyntheticLanguage.next_char_logprobs` must reproduce `logprob` exactly (the product over a document's
-characters and its EOT), and a `TruthModel` built from it, scored by training/evaluate.py the way
+characters and its EOT), and a `TruthModel` built from it, scored by training/measures/real_text.py the way
 training/loop.py does, must give excess bits/char ≈ 0, while a deliberately wrong model gives clearly > 0.
 
 Run: python -m pytest tests/test_truth.py -q

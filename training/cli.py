@@ -172,7 +172,7 @@ def cmd_sweep(argv: list[str]) -> int:
         return 0
     result = run_sweep(grid, out, f["workers"], f["per-gpu"], f["backend"], f["address"],
                        say=lambda s: print(s, file=sys.stderr, flush=True))
-    for path in write_report(out):
+    for path in write_report(out, say=lambda s: print(s, file=sys.stderr, flush=True)):
         print(path)
     return min(len(result["failed"]), 100)
 
@@ -186,7 +186,7 @@ def cmd_report(argv: list[str]) -> int:
         return 0 if f["help"] else 2
     if not os.path.exists(os.path.join(pos[0], "sweep.yaml")):
         raise UsageError(f"{pos[0]} is not a sweep folder (no sweep.yaml)")
-    for path in write_report(pos[0], f["measure"]):
+    for path in write_report(pos[0], f["measure"], say=lambda s: print(s, file=sys.stderr, flush=True)):
         print(path)
     return 0
 

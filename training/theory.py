@@ -102,14 +102,15 @@ def mean_field_trajectory(theta0, h, temperature, fresh_fraction, generations: i
 def context_predictions(log_theta0: np.ndarray, targets: np.ndarray, temperature: float, fresh_fraction: float,
                         generations: int, workflow: str = "replace") -> dict:
     """Many categoricals at once (one per context, rows of log θ0 (C, V)), H_c = θ0_c, in log space so that
-    sharpened tails (θ^(T^−g)) do not underflow. Per generation g: `entropy` (C-mean next-token entropy, bits) and
-    `excess_nll` (C-mean of −log θ_g(target) + log θ_0(target), nats/token), arrays of shape (G,)."""
+    sharpened tails (θ^(T^−g)) do not underflow. Per generation g: `entropy` (C-mean next-token entropy, bits),
+    `top1` (C-mean largest probability) and `excess_nll` (C-mean of −log θ_g(target) + log θ_0(target),
+    nats/token), arrays of shape (G,)."""
     if workflow not in WORKFLOWS:
         raise ValueError(f"workflow must be one of {', '.join(WORKFLOWS)}, got {workflow!r}")
     log_h = np.asarray(log_theta0, dtype=float)
     log_h = log_h - np.logaddexp.reduce(log_h, axis=-1, keepdims=True)  # exact normalisation
     rows = np.arange(len(log_h))
-    lt, ent, exc = log_h, [], []
+    lt, ent, exc, top = log_h, [], [], []
     with np.errstate(divide="ignore", invalid="ignore"):
         a = math.log1p(-fresh_fraction) if fresh_fraction < 1 else -math.inf  # log(1 − λ)
         b = math.log(fresh_fraction) if fresh_fraction > 0 else -math.inf  # log λ
@@ -120,7 +121,62 @@ def context_predictions(log_theta0: np.ndarray, targets: np.ndarray, temperature
             p = np.exp(lt)
             ent.append(float(np.mean(-np.sum(np.where(p > 0, p * lt, 0.0), axis=-1))) / math.log(2))
             exc.append(float(np.mean(log_h[rows, targets] - lt[rows, targets])))
-    return {"entropy": np.array(ent), "excess_nll": np.array(exc)}
+            top.append(float(np.mean(p.max(axis=-1))))
+    return {"entropy": np.array(ent), "excess_nll": np.array(exc), "top1": np.array(top)}
+
+
+def a_max_batch(theta: np.ndarray, temperature: float, iters: int = 100) -> np.ndarray:
+    """`a_max` for many categoricals at once, rows of θ (C, V) with full support (a softmax's), any V: (C,).
+
+    The largest eigenvalue of (diag(d) − u·uᵀ)/T (d = τ/θ, u = √θ·d; see `a_max`) lies between the two largest
+    entries of d (a rank-one downdate interlaces), where it is the root of the secular equation
+    Σ_i u_i² / (d_i − x) = 1, increasing in x there: bisection, O(C·V) per step, no V × V matrix (a GPT-2
+    vocabulary has V = 50,257). Equal top entries of d: the eigenvalue is that entry."""
+    theta = np.asarray(theta, dtype=float)
+    if temperature <= 0:
+        raise ValueError(f"a_max_batch needs temperature > 0, got {temperature}")
+    d = tau(theta, temperature) / theta  # (C, V)
+    u2 = theta * d * d
+    top2 = -np.partition(-d, 1, axis=-1)[:, :2]  # (C, 2): largest, second largest
+    lo, hi = top2[:, 1].copy(), top2[:, 0].copy()
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.sum(u2 / (d - mid[:, None]), axis=-1)  # increasing on (second, largest)
+        below = np.isfinite(g) & (g < 1.0)
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi) / temperature
+
+
+def context_equilibria(log_h: np.ndarray, temperature: float, fresh_fraction: float, max_iter: int = 5000,
+                       tol: float = 1e-10) -> dict:
+    """The equilibrium θ_e = (1 − λ)·τ_T(θ_e) + λ·H_c of every context (rows of log H (C, V)), reached by iterating
+    the mean-field map in log space from H_c (vectorised; the branch a run starts on), and its stability
+    ρ_c = (1 − λ)·a_max(θ_e,c) (stable iff ρ_c < 1). Returns `entropy` (C-mean entropy of θ_e, bits), `top1`
+    (C-mean largest probability), `rho_max`, `stable_share` (share of contexts with ρ_c < 1) and `converged_share`
+    (share whose iteration came to rest within max_iter: near ρ = 1 it slows down, and λ = 0 at T ≠ 1 goes to a
+    limit, not a rest point, so few or none converge there)."""
+    lt = np.asarray(log_h, dtype=float)
+    lt = lt - np.logaddexp.reduce(lt, axis=-1, keepdims=True)
+    log_h = lt
+    lam = check_fraction(fresh_fraction)
+    done = np.zeros(len(lt), dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = math.log1p(-lam) if lam < 1 else -math.inf
+        b = math.log(lam) if lam > 0 else -math.inf
+        for _ in range(max_iter):
+            new = np.logaddexp(a + log_tau(lt, temperature), b + log_h)
+            step = np.abs(np.exp(new) - np.exp(lt)).max(axis=-1)  # (C,) largest probability change
+            lt = new
+            done |= step < tol
+            if done.all():
+                break
+    p = np.exp(lt)
+    ent = -np.sum(np.where(p > 0, p * lt, 0.0), axis=-1) / math.log(2)
+    rho = (1 - lam) * a_max_batch(np.clip(p, 1e-300, None), temperature) if temperature > 0 and lam < 1 else \
+        np.zeros(len(p))
+    return {"entropy": float(ent.mean()), "top1": float(p.max(axis=-1).mean()), "rho_max": float(rho.max()),
+            "stable_share": float(np.mean(rho < 1)), "converged_share": float(done.mean())}
 
 
 def iterate_to_rest(theta0, h, temperature, fresh_fraction, max_iter: int = 20_000, tol: float = 1e-13):

@@ -287,13 +287,10 @@ def _trajectories(theta, mf, h, args, stem) -> tuple[str, str]:
 
 
 def overlay(run_dir: str, contexts: int) -> int:
-    """Predict `theory/entropy` and `theory/excess_nll` per generation of a run and record them in the run.
-
-    θ_0 = the generation-0 model's next-token distributions on up to `contexts` scored real val contexts (evenly
-    spread over the run's fixed val windows), and H_c = θ_0: that model is the best estimate of the real next-token
-    distribution available. Each context follows the mean-field map with the run's λ and T (replace), or the
-    growing-pool recursion (accumulate; accumulate-subsample in expectation). The map assumes a full refit with
-    infinitely many samples, pure temperature sampling (sample.top_k/top_p are ignored) and no model capacity limit."""
+    """Predict theory/entropy, theory/top1, theory/excess_nll and theory/bpc per generation of a run from its own
+    generation-0 model (training/prediction.py), record them in the run, and print them with the predicted verdict
+    and equilibrium as one JSON object."""
+    from training import prediction
     from training import rundir as ck
 
     if not os.path.isdir(run_dir):
@@ -304,70 +301,18 @@ def overlay(run_dir: str, contexts: int) -> int:
         raise ValueError(f"--from-run {run_dir}: generation 0 is not finished (no gen_000/DONE)")
     if contexts < 1:
         raise ValueError(f"--contexts must be >= 1, got {contexts}")
-    log_theta0, targets, cfg = _gen0_distributions(run_dir, contexts)
-    pred = th.context_predictions(log_theta0, targets, cfg.sample.temperature, cfg.mix.fresh_fraction,
-                                  cfg.loop.generations, cfg.mix.workflow)
-    _record(run_dir, pred)
+    h = prediction.gen0(run_dir, contexts)
+    cfg = h["cfg"]
+    pred = prediction.predict(h, cfg.sample.temperature, cfg.mix.fresh_fraction, cfg.loop.generations,
+                              cfg.mix.workflow)
+    prediction.record(run_dir, pred)
     if cfg.sample.top_k or cfg.sample.top_p < 1:
         print("closedloop theory: note: the prediction ignores sample.top_k and sample.top_p", file=sys.stderr)
-    print(_dumps({"run": run_dir, "contexts": int(len(targets)), "temperature": cfg.sample.temperature,
-                      "fresh_fraction": cfg.mix.fresh_fraction, "workflow": cfg.mix.workflow,
-                      "theory/entropy": pred["entropy"].tolist(), "theory/excess_nll": pred["excess_nll"].tolist()}))
+    print(_dumps({"run": run_dir, "contexts": int(len(h["targets"])), "temperature": cfg.sample.temperature,
+                  "fresh_fraction": cfg.mix.fresh_fraction, "workflow": cfg.mix.workflow,
+                  "theory/entropy": pred["entropy"].tolist(), "theory/excess_nll": pred["excess_nll"].tolist(),
+                  "theory/top1": pred["top1"].tolist(), "theory/bpc": pred["bpc"].tolist(),
+                  "verdict": pred["verdict"], "equilibrium": {"entropy_bits": pred["eq_entropy"],
+                                                              "rho_max": pred["rho_max"],
+                                                              "stable_share": pred["stable_share"]}}))
     return 0
-
-
-def _gen0_distributions(run_dir: str, contexts: int):
-    """log θ_0 (C, V) float64 on up to `contexts` scored val positions, their real next tokens (C,), the config."""
-    import torch
-
-    from models import build_model
-    from training import rundir as ck
-    from training.config import from_dict
-    from training.loop import RunConfig, prepare
-
-    saved = ck.read_json(os.path.join(run_dir, "config.json"))
-    fingerprint = saved.pop("fingerprint", None)
-    prep = prepare(from_dict(RunConfig, saved), run_dir)  # reloads the corpus and tokenizer.json, same val windows
-    if fingerprint and fingerprint.get("corpus") not in (None, prep.corpus.fingerprint):
-        raise ValueError(f"--from-run {run_dir}: the corpus changed since the run (fingerprint differs)")
-    model = build_model(prep.cfg.model, torch.Generator().manual_seed(0))
-    model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, 0), "model.pt")))
-    model.to(prep.device).eval()
-    block = prep.val_y.shape[1]
-    scored = np.flatnonzero(prep.val_y.reshape(-1) >= 0)
-    if len(scored) > contexts:  # deterministic, evenly spread over the val windows
-        scored = scored[np.round(np.linspace(0, len(scored) - 1, contexts)).astype(int)]
-    win, pos = np.divmod(scored, block)
-    wins = np.unique(win)
-    out = np.empty((len(scored), model.config.vocab_size))
-    with torch.inference_mode():
-        for i in range(0, len(wins), 64):
-            rows = wins[i:i + 64]
-            logits = model(torch.from_numpy(prep.val_x[rows]).to(prep.device))  # (b, block, V)
-            logp = torch.log_softmax(logits.float(), dim=-1).double().cpu().numpy()
-            k = np.flatnonzero(np.isin(win, rows))
-            out[k] = logp[np.searchsorted(rows, win[k]), pos[k]]
-    return out, prep.val_y.reshape(-1)[scored], prep.cfg
-
-
-def _record(run_dir: str, pred: dict) -> None:
-    """Add the keys to the existing generation records of metrics.jsonl (atomic rewrite) and to TensorBoard."""
-    from training.records import RunLogger, read_metrics, write_metrics
-
-    def val(x):
-        return float(x) if math.isfinite(x) else None
-
-    path = os.path.join(run_dir, "metrics.jsonl")
-    records = read_metrics(path)
-    for r in records:
-        g = r.get("generation")
-        if isinstance(g, int) and 0 <= g < len(pred["entropy"]):
-            r["theory/entropy"], r["theory/excess_nll"] = val(pred["entropy"][g]), val(pred["excess_nll"][g])
-    if records:
-        write_metrics(path, records)
-    log = RunLogger(run_dir)
-    try:
-        for g in range(len(pred["entropy"])):
-            log.scalars(g, {"theory/entropy": pred["entropy"][g], "theory/excess_nll": pred["excess_nll"][g]})
-    finally:
-        log.close()
