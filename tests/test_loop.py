@@ -123,6 +123,7 @@ def test_resume_redoes_only_the_unfinished_generation(finished, tmp_path):
     run(cfg_of(**{"mix.fresh_fraction": "0.4"}), d)
     assert os.path.getmtime(d / "gen_000" / "model.pt") == before  # generation 0 untouched
     assert metrics(d) == metrics(finished)  # the redone generation is identical
+    assert len(json.load(open(d / "env.json"))) == 2  # one record per start
 
 
 def test_resume_refuses_another_config_and_allows_more_generations(finished, tmp_path):

@@ -66,11 +66,15 @@ def default_run_dir(preset: str, cfg) -> str:
 
 
 def cmd_run(argv: list[str]) -> int:
+    from training.runlock import probe
+
+    flags, overrides = parse_args(argv)
+    if flags["out"] and not flags["help"]:
+        probe(flags["out"])  # before torch is imported: a directory in use is refused within seconds
     from training import distributed, presets
     from training.config import apply_overrides, help_lines
     from training.loop import prepare
 
-    flags, overrides = parse_args(argv)
     cfg = presets.get(flags["preset"])
     if flags["help"]:
         print(USAGE.format(presets=", ".join(presets.PRESETS)) + "\n".join(help_lines(cfg)))
@@ -80,6 +84,7 @@ def cmd_run(argv: list[str]) -> int:
     if flags["overwrite"] and os.path.isdir(run_dir) and os.listdir(run_dir) \
             and not os.path.exists(os.path.join(run_dir, "config.json")):
         raise UsageError(f"--overwrite refuses to delete {run_dir}: it is not a closedloop run directory")
+    probe(run_dir)  # a directory in use is refused before the slow preparation (its lock is taken later)
     ok = False
     try:
         prep = prepare(cfg, None if flags["overwrite"] else run_dir)  # every input check, before any write
@@ -105,6 +110,8 @@ def _run_prepared(prep, cfg, run_dir: str, overwrite: bool, argv: list[str]) -> 
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise UsageError(f"--out {run_dir} is a file, not a directory")
     existed = os.path.isdir(run_dir)
+    if not overwrite:
+        check_resume(prep, run_dir)  # read only: another config is refused without touching the directory
     distributed.barrier()  # every rank has looked at run_dir before rank 0 creates it for the lock
     lock = acquire_lock(run_dir, say)
     try:

@@ -1,7 +1,8 @@
 """The run directory lock: one process writes a run directory at a time.
 
 `RunLock(run_dir).acquire()` takes `run_dir/LOCK` or raises ValueError with one line naming the holder (pid, host,
-since when), so a second `closedloop run` on a directory in use exits with status 2 at once and writes nothing.
+since when), so a second `closedloop run` on a directory in use exits with status 2 and writes nothing; the CLI
+asks `probe(run_dir)` before its slow preparation (corpus, tokenizer), so that refusal comes within seconds.
 How a holder is known to be alive:
 - the process holds an exclusive `flock` on LOCK for as long as it runs; the kernel drops it when the process dies,
   however it dies (kill -9 included), so on one host a LOCK whose flock can be taken belongs to a dead process;
@@ -20,8 +21,6 @@ import os
 import platform
 import threading
 import time
-
-from training import distributed
 
 NAME = "LOCK"
 HEARTBEAT_S = 15.0
@@ -42,23 +41,10 @@ class RunLock:
         os.makedirs(self.run_dir, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            note = _take(fd, self.run_dir, self.path)
+        except ValueError:
             os.close(fd)
-            raise ValueError(f"{self.run_dir} is in use by {_describe(_read(self.path))}; "
-                             "wait for it to finish or stop it (its lock is taken over once it has died)") from None
-        holder = _read(self.path)
-        note = None
-        if holder:
-            age = time.time() - holder.get("heartbeat", 0)
-            if holder.get("host") != self.info["host"] and age < STALE_S:
-                # Another node, heartbeat fresh: its flock may not reach us (a shared filesystem); honour the file.
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-                raise ValueError(f"{self.run_dir} is in use by {_describe(holder)} (heartbeat {age:.0f} s ago)")
-            why = "is no longer running" if holder.get("host") == self.info["host"] else \
-                f"sent no heartbeat for {age:.0f} s"
-            note = f"{self.run_dir}: taking over the lock of {_describe(holder)}, which {why}"
+            raise
         self.fd = fd
         self._write()
         self._beat = threading.Thread(target=self._heartbeat, name="closedloop-lock", daemon=True)
@@ -97,9 +83,46 @@ class RunLock:
         self.release()
 
 
+def _take(fd: int, run_dir: str, path: str) -> str | None:
+    """flock fd and judge the holder named in the file: a note when taking over a dead one; ValueError (flock
+    dropped) when the directory is in use."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ValueError(f"{run_dir} is in use by {_describe(_read(path))}; wait for it to finish or stop it "
+                         "(its lock is taken over once it has died)") from None
+    holder = _read(path)
+    if not holder:
+        return None
+    age = time.time() - holder.get("heartbeat", 0)
+    if holder.get("host") != platform.node() and age < STALE_S:
+        # Another node, heartbeat fresh: its flock may not reach us (a shared filesystem); honour the file.
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        raise ValueError(f"{run_dir} is in use by {_describe(holder)} (heartbeat {age:.0f} s ago)")
+    why = "is no longer running" if holder.get("host") == platform.node() else f"sent no heartbeat for {age:.0f} s"
+    return f"{run_dir}: taking over the lock of {_describe(holder)}, which {why}"
+
+
+def probe(run_dir: str) -> None:
+    """Raise the in-use ValueError at once if run_dir's lock is held (the CLI asks before its slow preparation);
+    takes nothing."""
+    path = os.path.join(run_dir, NAME)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return  # no lock file (or not a directory): nobody holds it
+    try:
+        _take(fd, run_dir, path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def acquire_lock(run_dir: str, say) -> RunLock | None:
     """Rank 0 takes run_dir's lock (`say(line)` when it takes over a stale one); every rank raises the same
     one-line ValueError when the directory is in use. Returns the lock on rank 0, None on the others."""
+    from training import distributed  # lazy: `probe` runs before torch is imported
+
     lock, err = None, None
     if distributed.is_main():
         lock = RunLock(run_dir)
