@@ -302,6 +302,7 @@ def _gen0_distributions(run_dir: str, contexts: int):
 
     saved = ck.read_json(os.path.join(run_dir, "config.json"))
     fingerprint = saved.pop("fingerprint", None)
+    saved.pop("resolved", None)  # what `auto` became on the machine of the run (training/numerics.py)
     prep = prepare(from_dict(RunConfig, saved), run_dir)  # reloads the corpus and tokenizer.json, same val windows
     if fingerprint and fingerprint.get("corpus") not in (None, prep.corpus.fingerprint):
         raise ValueError(f"--from-run {run_dir}: the corpus changed since the run (fingerprint differs)")
@@ -326,8 +327,20 @@ def _gen0_distributions(run_dir: str, contexts: int):
 
 
 def _record(run_dir: str, pred: dict) -> None:
-    """Add the keys to the existing generation records of metrics.jsonl (atomic rewrite) and to TensorBoard."""
+    """Add the keys to the existing generation records of metrics.jsonl (atomic rewrite) and to TensorBoard, holding
+    the run directory's lock (a run still writing there is refused with one line)."""
+    from training.runlock import RunLock
+
+    with RunLock(run_dir) as lock:
+        note = lock.acquire()
+        if note:
+            print(note, file=sys.stderr)
+        _rewrite(run_dir, pred)
+
+
+def _rewrite(run_dir: str, pred: dict) -> None:
     from training.records import RunLogger, read_metrics, write_metrics
+
 
     def val(x):
         return float(x) if math.isfinite(x) else None
