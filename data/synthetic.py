@@ -218,11 +218,7 @@ class SyntheticLanguage:
         """
         if not DOC_RE.fullmatch(text):
             return -math.inf
-        if self._log_trans is None:
-            V, k = self.succ.shape
-            self._log_trans = dict(zip((np.arange(V)[:, None] * V + self.succ).ravel().tolist(),
-                                       np.log(self.trans).ravel().tolist()))
-            self._log_start = np.log(self.target).tolist()
+        self._tables()
         ps, pd, V = self.p_end_sentence, self.p_end_doc, self.cfg.vocab_size
         lp_cont, lp_new_sent, lp_end = math.log1p(-ps), math.log(ps) + math.log1p(-pd), math.log(ps * pd)
         lp = 0.0
@@ -237,6 +233,54 @@ class SyntheticLanguage:
                     return -math.inf
                 lp += t
         return lp - lp_new_sent + lp_end  # the last sentence ends the document instead
+
+    def _tables(self):
+        if self._log_trans is None:
+            V = self.cfg.vocab_size
+            self._log_trans = dict(zip((np.arange(V)[:, None] * V + self.succ).ravel().tolist(),
+                                       np.log(self.trans).ravel().tolist()))
+            self._log_start = np.log(self.target).tolist()
+
+    def event_logprobs(self, text: str, ended: bool = True) -> list[tuple[float | None, int]]:
+        """The text of one sampled document as the language's events, each (nats or None if impossible, characters).
+
+        Events: the first word (start law s; its characters), each later word with the separator before it
+        (" ": the sentence goes on, ln(1 − p_s) + ln P(w | previous word); ". ": a new sentence, ln p_s +
+        ln(1 − p_d) + ln s(w)), and for an ended document its end (the trailing "." and the EOT: ln p_s + ln p_d).
+        An event is impossible (None) when its word is not in the vocabulary, a transition is one the chain never
+        makes (or follows an unknown word), or a separator is anything else (double spaces, a missing period).
+        Characters of all events add up to len(text) + 1 for an ended document, and for a valid document the nats
+        add up to `logprob(text)`. A document cut by the length cap (ended=False) leaves out its last word, which
+        may be cut mid-word, and has no end event."""
+        self._tables()
+        ps, pd, V = self.p_end_sentence, self.p_end_doc, self.cfg.vocab_size
+        parts = re.findall(r"[a-z]+|[^a-z]+", text)
+        if not ended:
+            parts = parts[:-1] if parts and parts[-1][0].isalpha() else parts
+            while parts and not parts[-1][0].isalpha():
+                parts = parts[:-1]  # the separator before the dropped word: part of no event
+        out: list[tuple[float | None, int]] = []
+        prev, sep = None, ""  # previous word id (-1 unknown), separator run since it
+        for part in parts:
+            if not part[0].isalpha():
+                sep += part
+                continue
+            w = self.word_index.get(part, -1)
+            if prev is None:  # the document's first word
+                lp = self._log_start[w] if w >= 0 and not sep else None
+            elif sep == " ":
+                t = self._log_trans.get(prev * V + w) if prev >= 0 and w >= 0 else None
+                lp = None if t is None else math.log1p(-ps) + t
+            elif sep == ". ":
+                lp = math.log(ps) + math.log1p(-pd) + self._log_start[w] if w >= 0 else None
+            else:
+                lp = None
+            out.append((lp, len(sep) + len(part)))
+            prev, sep = w, ""
+        if ended:
+            ok = prev is not None and sep == "."
+            out.append((math.log(ps * pd) if ok else None, len(sep) + 1))
+        return out
 
     def doc_logprobs(self, docs) -> np.ndarray:
         """Log-probabilities (nats) of many documents, shape (len(docs),)."""

@@ -94,7 +94,7 @@ def test_ddp_closed_loop_matches_one_process_and_resumes(tmp_path):
         assert np.array_equal(np.load(os.path.join(one, f"gen_{g:03d}", "ids.npy")),
                               np.load(os.path.join(two, f"gen_{g:03d}", "ids.npy")))
     with open(os.path.join(two, "env.json")) as f:
-        assert json.load(f)["world_size"] == 2
+        assert [e["world_size"] for e in json.load(f)] == [2, 2]  # one record per start (the run, then its resume)
     assert len([f for f in os.listdir(two) if f.startswith("events.out.tfevents")]) == 2  # rank 0's, per launch
 
 

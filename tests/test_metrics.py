@@ -106,7 +106,7 @@ def test_sample_metrics_extremes_and_keys(real):
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
     many = [" ".join("".join(rng.choice(letters, 8)) for _ in range(50)) for _ in range(20)]
     one = ["hello hello hello hello hello"] * 40
-    m_many, m_one = M.sample_metrics(many, 5000), M.sample_metrics(one, 5000)
+    m_many, m_one = M.sample_metrics(many, 5000, bleu_docs=20), M.sample_metrics(one, 5000, bleu_docs=20)
     assert m_many["samples/distinct_1"] > 0.99 and m_one["samples/distinct_1"] < 0.01
     assert m_one["samples/word_entropy"] == 0.0 and m_one["samples/unique_words"] == 1.0
     assert m_one["samples/compression_ratio"] > m_many["samples/compression_ratio"]
@@ -114,7 +114,7 @@ def test_sample_metrics_extremes_and_keys(real):
     assert set(m_many) == {f"samples/distinct_{n}" for n in range(1, 5)} | {
         "samples/unique_words", "samples/word_entropy", "samples/char_entropy", "samples/mean_doc_chars",
         "samples/compression_ratio", "samples/zipf_exponent", "samples/self_bleu4"}
-    assert m_one["samples/self_bleu4"] == pytest.approx(1.0)  # 40 identical documents
+    assert m_one["samples/self_bleu4"] == pytest.approx(1.0)  # 20 of 40 identical documents
     assert m_many["samples/self_bleu4"] < 0.05  # random 8-letter words: no shared word, at most chance
     full = M.sample_metrics(["a b z"], 100, real=real)
     assert full["samples/novel_word_rate"] == pytest.approx(1 / 3)
@@ -124,8 +124,8 @@ def test_sample_metrics_extremes_and_keys(real):
 
 
 class FakeLanguage:
-    """Words 'ab' (mass 0.75) and 'c' (mass 0.25); a document is valid iff all its words are; each valid
-    character costs ln 2 nats (so its true bpc is exactly len(doc) / (len(doc) + 1))."""
+    """Words 'ab' (mass 0.75) and 'c' (mass 0.25): every event with a valid word costs ln 2 nats per character;
+    an unknown word is an impossible event; an ended document's end is one event of 1 character (ln 2)."""
 
     mass = {"ab": 0.75, "c": 0.25}
 
@@ -135,30 +135,37 @@ class FakeLanguage:
     def word_set_mass(self, ws):
         return sum(self.mass.get(w, 0.0) for w in ws)
 
-    def logprob(self, doc):
-        if not all(self.is_valid_word(w) for w in M.words(doc)):
-            return -math.inf
-        return -math.log(2) * len(doc)
+    def event_logprobs(self, doc, ended):
+        ws = M.words(doc)
+        if not ended:
+            ws = ws[:-1]
+        out = [(-math.log(2) * (len(w) + bool(i)) if w in self.mass else None, len(w) + bool(i))
+               for i, w in enumerate(ws)]
+        return out + ([(-math.log(2), 1)] if ended else [])
 
 
 def test_truth_metrics_with_fake_language():
     docs = ["ab c", "ab xx", "c", "abab ab"]  # costs 5 + 6 + 2 = 13, last doc truncated to "ab"
-    out = truth.sample_truth(docs, 16, FakeLanguage())
+    out = truth.sample_truth(docs, [True] * 4, 16, FakeLanguage())
     # budgeted words: ab c ab xx c ab -> 5 of 6 valid; types {ab, c} valid -> mass 1.0
     assert out["truth/valid_word_rate"] == pytest.approx(5 / 6)
     assert out["truth/coverage"] == pytest.approx(1.0)
-    # whole docs: "ab c", "ab xx", "c" (truncated "ab" left out); valid: "ab c" (4 nats/ln2), "c" (1)
+    # ended docs: "ab c", "ab xx", "c" ("ab" was cut by the budget: not ended); valid: "ab c", "c"
     assert out["truth/valid_doc_rate"] == pytest.approx(2 / 3)
-    assert out["truth/sample_bpc"] == pytest.approx((4 + 1) / (5 + 2))
-    none_valid = truth.sample_truth(["xx yy"], 100, FakeLanguage())
+    # events: ab(2) c(2) end(1) | ab(2) xx(3: impossible) end(1) | c(1) end(1) | (cut: its only word dropped)
+    assert out["truth/sample_bpc"] == pytest.approx(1.0)  # 1 bit per character of every possible event
+    assert out["truth/invalid_char_rate"] == pytest.approx(3 / 13)
+    none_valid = truth.sample_truth(["xx yy"], [False], 100, FakeLanguage())
     assert math.isnan(none_valid["truth/sample_bpc"]) and none_valid["truth/coverage"] == 0.0
+    assert none_valid["truth/invalid_char_rate"] == 1.0
 
 
 # --- self-BLEU-4 -------------------------------------------------------------------------------------------
 
 
-def _bleu(*docs, max_docs=200, seed=0):
-    return M.self_bleu4([d.split() for d in docs], np.random.default_rng(seed), max_docs=max_docs)
+def _bleu(*docs, n_docs=None):
+    ws = [d.split() for d in docs]
+    return M.self_bleu4(ws, n_docs or sum(len(w) >= 4 for w in ws))
 
 
 def _slow_self_bleu4(doc_words):
@@ -209,7 +216,9 @@ def test_self_bleu_never_compares_a_document_with_itself():
     # a twice: each copy of a has the other copy as reference -> 1; b sees only a's -> x
     assert _bleu(a, a, b) == pytest.approx((1 + 1 + x) / 3)
     # a document alone (or with only too-short ones) has no reference
-    assert math.isnan(_bleu(a)) and math.isnan(_bleu(a, "x y z"))
+    with pytest.raises(ValueError):
+        _bleu(a)
+    assert math.isnan(_bleu(a, "x y z", n_docs=2))
     assert _bleu(a, "x y z", b) == pytest.approx(x)  # < 4 words: skipped as hypothesis and reference
 
 
@@ -217,20 +226,32 @@ def test_self_bleu_top_two_shortcut_matches_brute_force():
     rng = np.random.default_rng(3)
     vocab = np.array(list("abcdef"))  # small vocabulary: many repeated n-grams, ties and unique maxima
     docs = [list(rng.choice(vocab, int(rng.integers(1, 14)))) for _ in range(25)]
-    fast = M.self_bleu4(docs, np.random.default_rng(0), max_docs=200)
+    fast = M.self_bleu4(docs, sum(len(d) >= 4 for d in docs))
     assert fast == pytest.approx(_slow_self_bleu4(docs), rel=1e-12)
     assert 0.0 < fast < 1.0
 
 
-def test_self_bleu_subsample_is_deterministic_for_a_seed():
+def test_self_bleu_takes_a_fixed_number_of_documents():
     rng = np.random.default_rng(4)
     vocab = np.array([f"w{i}" for i in range(30)])
-    docs = [" ".join(rng.choice(vocab, 12)) for _ in range(60)]
-    first = _bleu(*docs, max_docs=10, seed=7)
-    assert _bleu(*docs, max_docs=10, seed=7) == first
-    assert len({_bleu(*docs, max_docs=10, seed=s) for s in range(5)}) > 1  # the seed picks the subsample
-    assert _bleu(*docs, max_docs=60, seed=1) == _bleu(*docs, max_docs=60, seed=2)  # no draw when all fit
-    m1 = M.sample_metrics(docs, 10_000, seed=5)["samples/self_bleu4"]
-    assert m1 == M.sample_metrics(docs, 10_000, seed=5)["samples/self_bleu4"]
+    docs = [" ".join(rng.choice(vocab, 12)) for _ in range(60)] + ["x y"]
+    ws = [d.split() for d in docs]
+    # the first n documents of >= 4 words, in order: the same as scoring exactly those
+    assert M.self_bleu4(ws, 10) == pytest.approx(_slow_self_bleu4(ws[:10]), rel=1e-12)
+    assert M.self_bleu4(["x y".split()] + ws, 10) == M.self_bleu4(ws, 10)  # short ones are skipped
+    assert math.isnan(M.self_bleu4(ws, 61))  # fewer documents than asked: NaN, never a smaller pool
+    m = M.sample_metrics(docs, 100, bleu_docs=60)["samples/self_bleu4"]  # independent of the character budget
+    assert m == M.self_bleu4(ws, 60)
     with pytest.raises(ValueError):
-        _bleu(*docs, max_docs=1)
+        M.self_bleu4(ws, 1)
+
+
+def test_self_bleu_grows_with_the_pool_so_it_is_fixed():
+    # Why the number of documents is fixed: on documents of one distribution self-BLEU rises with their number.
+    rng = np.random.default_rng(0)
+    vocab = np.array([f"w{i}" for i in range(300)])
+    p = 1.0 / np.arange(1, 301)
+    p /= p.sum()
+    ws = [list(rng.choice(vocab, 15, p=p)) for _ in range(200)]
+    scores = [M.self_bleu4(ws, n) for n in (25, 50, 100, 200)]
+    assert scores == sorted(scores) and scores[-1] > scores[0] + 0.01

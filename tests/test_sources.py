@@ -214,13 +214,17 @@ def test_token_cache_reused_and_rebuilt(tmp_path):
     assert cache_path(c3, tok, cache) != cache_path(c, tok, cache)
     train3, val3 = token_arrays(c3, tok, cache)
     assert len(train3) + len(val3) != len(train) + len(val)
-    # A memory-mapped train split feeds fresh real data as consecutive slices, wrapping when reuse is allowed.
+    # A memory-mapped train split feeds fresh real data from the next document start on, wrapping when reuse is
+    # allowed; the share's last document is ended by EOT.
     cfg_mix = MixConfig(fresh_fraction=1.0, tokens_per_generation=len(train) // 2 + 1, allow_reuse=True)
     src = RealSource(c, tok, cfg_mix, 0, stream=train)
     assert src.generations_supported() is None
     p2 = src.portion(1)
     b = cfg_mix.tokens_per_generation
-    np.testing.assert_array_equal(p2, np.concatenate([train[b:], train[: 2 * b - len(train)]]))
+    start = next(i for i in range(b, len(train) + 1) if i == len(train) or train[i - 1] == tok.eot_id) % len(train)
+    want = np.concatenate([train[start:], train[:start]])[:b]
+    np.testing.assert_array_equal(p2[:-1], want[:-1])
+    assert p2[-1] == tok.eot_id
 
 
 # --- end to end on tinyshakespeare ---------------------------------------------------------------------------

@@ -181,3 +181,19 @@ def test_evaluate_truth_model_gives_the_entropy_rate(lang, tok, docs):
     exact = -lang.doc_logprobs(docs).sum() / (math.log(2) * (len(stream) - 1))
     assert out["val/bpc"] == pytest.approx(exact, rel=1e-6)
     assert out["val/bpc"] == pytest.approx(lang.entropy_rate_bits_per_char(), rel=0.05)
+
+
+def test_event_logprobs_add_up_to_the_document_probability(lang):
+    # truth/sample_bpc reads samples as events; on valid documents the events are exactly logprob and len + 1.
+    for d in lang.sample_documents(200, np.random.default_rng(5)):
+        events = lang.event_logprobs(d, ended=True)
+        assert all(lp is not None for lp, _ in events)
+        assert sum(lp for lp, _ in events) == pytest.approx(lang.logprob(d), rel=1e-12)
+        assert sum(c for _, c in events) == len(d) + 1
+    w = lang.vocab[0]
+    bad = lang.event_logprobs(f"{w} qqq {w}.", ended=True)
+    assert [lp is None for lp, _ in bad] == [False, True, True, False]  # unknown word, then no transition from it
+    assert sum(c for _, c in bad) == len(f"{w} qqq {w}.") + 1
+    assert lang.event_logprobs(f"{w}  {w}.", ended=True)[1][0] is None  # a double space is no separator
+    cut = lang.event_logprobs(f"{w}. {w[:1]}", ended=False)  # cut mid-word: the partial word and the end left out
+    assert len(cut) == 1 and cut[0] == (pytest.approx(math.log(lang.target[0])), len(w))

@@ -2,7 +2,8 @@
 
 Same as `python -m training run ...`. `closedloop run --help` lists every option with its default and unit.
 Bad input (an unknown option, a value out of range, a missing or unusable corpus, a run directory made with
-another config) prints one line `closedloop: error: ...` and exits with status 2 before anything is written.
+another config or resolving its `auto` numerics otherwise, a run directory in use by another process) prints one
+line `closedloop: error: ...` and exits with status 2 before anything is written.
 Running the same command again resumes the run. Tested in tests/test_cli.py.
 """
 from __future__ import annotations
@@ -65,11 +66,15 @@ def default_run_dir(preset: str, cfg) -> str:
 
 
 def cmd_run(argv: list[str]) -> int:
+    from training.runlock import probe
+
+    flags, overrides = parse_args(argv)
+    if flags["out"] and not flags["help"]:
+        probe(flags["out"])  # before torch is imported: a directory in use is refused within seconds
     from training import distributed, presets
     from training.config import apply_overrides, help_lines
     from training.loop import prepare
 
-    flags, overrides = parse_args(argv)
     cfg = presets.get(flags["preset"])
     if flags["help"]:
         print(USAGE.format(presets=", ".join(presets.PRESETS)) + "\n".join(help_lines(cfg)))
@@ -79,6 +84,7 @@ def cmd_run(argv: list[str]) -> int:
     if flags["overwrite"] and os.path.isdir(run_dir) and os.listdir(run_dir) \
             and not os.path.exists(os.path.join(run_dir, "config.json")):
         raise UsageError(f"--overwrite refuses to delete {run_dir}: it is not a closedloop run directory")
+    probe(run_dir)  # a directory in use is refused before the slow preparation (its lock is taken later)
     ok = False
     try:
         prep = prepare(cfg, None if flags["overwrite"] else run_dir)  # every input check, before any write
@@ -90,25 +96,51 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def _run_prepared(prep, cfg, run_dir: str, overwrite: bool, argv: list[str]) -> int:
-    """The run after its inputs were checked; under torchrun only rank 0 prints and deletes."""
+    """The run after its inputs were checked; under torchrun only rank 0 prints, locks and deletes.
+
+    The run directory's lock is taken first (training/runlock.py): a directory in use is refused (one line, exit
+    2) before anything in it is read, deleted or written; a directory this call created for its lock and then
+    refused (another config) is removed again."""
     from training import distributed
     from training.loop import check_resume, run_loop
+    from training.runlock import NAME as LOCK_NAME, acquire_lock
 
     main = distributed.is_main()
     say = (lambda line: print(line, file=sys.stderr)) if main else (lambda line: None)
-    distributed.barrier()  # every rank has checked run_dir (cmd_run) before rank 0 may delete it
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise UsageError(f"--out {run_dir} is a file, not a directory")
+    existed = os.path.isdir(run_dir)
     if not overwrite:
-        done = check_resume(prep, run_dir)
-        if done >= cfg.loop.generations:
-            say(f"{run_dir}: all {cfg.loop.generations} generations are done (raise --loop.generations to extend)")
-        elif done:
-            say(f"{run_dir}: resuming after generation {done - 1}")
-    elif os.path.isdir(run_dir) and main:
-        shutil.rmtree(run_dir)
-    distributed.barrier()  # no rank looks at run_dir before rank 0 has deleted it
-    say(f"run directory: {run_dir}   (tensorboard --logdir {os.path.dirname(run_dir) or '.'})"
-        + (f"   [{distributed.world_size()} processes]" if distributed.world_size() > 1 else ""))
-    summary = run_loop(prep, run_dir, argv=["run", *argv])
+        check_resume(prep, run_dir)  # read only: another config is refused without touching the directory
+    distributed.barrier()  # every rank has looked at run_dir before rank 0 creates it for the lock
+    lock = acquire_lock(run_dir, say)
+    try:
+        distributed.barrier()  # every rank has checked run_dir (cmd_run) before rank 0 may delete it
+        if not overwrite:
+            try:
+                done = check_resume(prep, run_dir)
+            except ValueError:
+                if main and not existed:
+                    lock.release()
+                    lock = None
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                raise
+            if done >= cfg.loop.generations:
+                say(f"{run_dir}: all {cfg.loop.generations} generations are done (raise --loop.generations to extend)")
+            elif done:
+                say(f"{run_dir}: resuming after generation {done - 1}")
+        elif main:
+            for name in os.listdir(run_dir):  # everything but the lock this process holds
+                path = os.path.join(run_dir, name)
+                if name != LOCK_NAME:
+                    shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        distributed.barrier()  # no rank looks at run_dir before rank 0 has deleted it
+        say(f"run directory: {run_dir}   (tensorboard --logdir {os.path.dirname(run_dir) or '.'})"
+            + (f"   [{distributed.world_size()} processes]" if distributed.world_size() > 1 else ""))
+        summary = run_loop(prep, run_dir, argv=["run", *argv], locked=True)
+    finally:
+        if lock is not None:
+            lock.release()
     final = summary.get("final", {})
     say(f"done: {summary['generations']} generations; final val/bpc {final.get('val/bpc')}, "
         f"val/entropy {final.get('val/entropy')} bits -> {os.path.join(run_dir, 'summary.json')}")

@@ -1,6 +1,7 @@
 """env.json: what produced a run — git commit and dirty flag, versions, device, command line, host, time.
 
-Written by training/loop.py next to config.json (STYLE.md habit 7). Tested in tests/test_loop.py.
+One record per start of a run, appended to the list in env.json by training/loop.py (training/records.py
+`append_env`) next to config.json (STYLE.md habit 7). Tested in tests/test_loop.py and tests/test_records.py.
 """
 from __future__ import annotations
 

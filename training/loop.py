@@ -4,9 +4,18 @@
 everything that can be wrong with the user's input before anything is written; `run_loop(prep, run_dir)` runs the
 generations, resumable: a generation whose folder has a DONE marker is never redone. Per generation g:
 
-    mix (data/mixing.py) -> init (warm: model g−1 | scratch) -> train -> evaluate on the fixed real val windows
-    -> sample at T (kept as token ids: the next generation's synthetic share and this generation's measures)
-    -> measure the samples -> metrics.jsonl + TensorBoard -> model.pt -> DONE
+    mix (data/mixing.py) -> init (warm: model g−1 | scratch) -> train (the budget of `loop.budget`)
+    -> evaluate on the fixed real val windows -> sample at T (kept as token ids: the next generation's synthetic
+    share and this generation's measures) -> measure the samples -> metrics.jsonl + TensorBoard -> model.pt -> DONE
+
+Training budget per generation (`train_steps`), as the protocols define it: `steps` trains a fixed number of
+optimizer steps (generation 0's `loop.first_steps` at generation 0 and at every `scratch` generation, which starts
+from new weights as generation 0 did; `train.steps` at later `warm` generations); `epochs` scales those steps by
+the generation's pool (steps × pool tokens / mix.tokens_per_generation: the same epochs over a pool that grows);
+`auto` is `epochs` under `accumulate` (Gerstgrasser et al. 2024: each model trained over all accumulated data) and
+`steps` under `replace` and `accumulate-subsample` (Kazdan et al. 2024: compute held fixed). The directory is held
+by a lock (training/runlock.py) while the loop runs; config.json records the resolved numerics
+(training/numerics.py) and env.json one record per start.
 
 Run it with `closedloop run --preset debug`; tested in tests/test_loop.py.
 """
@@ -24,14 +33,14 @@ import numpy as np
 import torch
 
 from data.corpus import Corpus, CorpusConfig, load_corpus
-from data.mixing import MixConfig, RealSource, assemble
+from data.mixing import MixConfig, RealSource, assemble, fit_documents, synthetic_stream
 from data.tokencache import token_arrays
 from data.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer
 from models import build_model
 from models.gpt import GPTConfig
-from models.sampling import SampleConfig, generate_documents
+from models.sampling import SampleConfig
 from training import rundir as ck
-from training import distributed
+from training import distributed, numerics
 from training.config import diff, flatten, to_dict
 from training.measures.model_on_samples import bpc_of, budget_ids
 from training.measures.real_text import eval_windows, evaluate
@@ -39,7 +48,9 @@ from training.measures.registry import register
 from training.measures.sample_text import RealStats, sample_metrics, zipf_figure
 from training.measures.truth import excess_bpc, sample_truth
 from training.environment import environment
-from training.records import RunLogger, read_metrics, write_metrics
+from training.samples import sample_tokens, sampling_goal
+from training.records import RunLogger, append_env, read_metrics, write_metrics
+from training.runlock import NAME as LOCK_NAME, acquire_lock
 from training.trainer import TrainConfig, autocast_dtype, resolve_device, setup_backend, train
 from training.verdict import verdict_so_far
 
@@ -53,6 +64,11 @@ register("time/train_tokens_per_s", "tokens/s", "training throughput, all proces
 register("time/train_mfu", "ratio", "model FLOP utilisation against the device's peak (GPUs with a known peak)")
 register("mix/real_tokens", "tokens", "real tokens in this generation's training set")
 register("mix/synthetic_tokens", "tokens", "synthetic tokens (the models' own samples) in this generation's training set")
+register("mix/real_distinct_tokens", "tokens", "real tokens of this generation's training set counted once per "
+         "position of the real source (below mix/real_tokens only where a wrapped corpus repeats text in the pool)")
+register("train/steps", "steps", "optimizer steps of this generation (its budget: loop.budget)")
+register("train/tokens", "tokens", "tokens trained on in this generation: steps × batch_size × block_size")
+register("train/epochs", "epochs", "passes over this generation's training set: train/tokens / its size")
 register("samples/truncated_rate", "ratio", "share of sampled documents cut by sample.max_new_tokens")
 for _stage in ("data", "train", "eval", "sample", "measure"):
     register(f"time/{_stage}_s", "s", f"seconds spent on {_stage} in this generation")
@@ -61,13 +77,16 @@ for _stage in ("data", "train", "eval", "sample", "measure"):
 _INIT, _TRAIN, _SAMPLE, _MIX, _DROPOUT = 1, 2, 3, 4, 5
 # Keys that may change when a run is resumed: they extend it or change speed, not what is learned.
 RESUMABLE_KEYS = {"loop.generations", "loop.progress", "train.threads", "corpus.cache_dir"}
+BUDGETS = ("auto", "steps", "epochs")
 
 
 @dataclass
 class LoopConfig:
     generations: int = field(default=5, metadata={"help": "generations to run (generation 0 trains on real data only)"})
     init: str = field(default="warm", metadata={"help": "each generation starts from: warm (model g−1) | scratch (new seeded weights)"})
-    first_steps: int = field(default=0, metadata={"help": "optimizer steps of generation 0 (0 = train.steps)"})
+    first_steps: int = field(default=0, metadata={"help": "optimizer steps of generation 0, and of every scratch generation (0 = train.steps)"})
+    budget: str = field(default="auto", metadata={"help": "training budget per generation: steps (fixed optimizer steps) | epochs (those steps × pool tokens / mix.tokens_per_generation: fixed epochs, more steps as an accumulated pool grows) | auto (epochs under accumulate, steps otherwise)"})
+    bleu_docs: int = field(default=100, metadata={"help": "documents (of >= 4 words) samples/self_bleu4 is taken on, every generation; sampling continues until there are this many"})
     eval_tokens: int = field(default=20_000, metadata={"help": "real val tokens scored every generation (fixed windows)"})
     measure_chars: int = field(default=20_000, metadata={"help": "characters of samples measured every generation"})
     truth_chars: int = field(default=20_000, metadata={"help": "fixed true text for truth/excess_bpc, characters (synthetic only)"})
@@ -79,6 +98,10 @@ class LoopConfig:
             raise ValueError(f"loop.generations must be >= 1, got {self.generations}")
         if self.init not in ("warm", "scratch"):
             raise ValueError(f"loop.init must be warm or scratch, got {self.init!r}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"loop.budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        if self.bleu_docs < 2:
+            raise ValueError(f"loop.bleu_docs must be >= 2, got {self.bleu_docs}")
         for name in ("first_steps", "text_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
@@ -156,7 +179,7 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     if real.stream is not None:
         if len(real.stream) < block + 1:
             raise ValueError(f"the real train split has {len(real.stream)} tokens, fewer than one window of {block + 1}")
-        fed = real.generations_supported()
+        fed = real.generations_supported(limit=cfg.loop.generations)
         if fed == 0:
             raise ValueError(f"the real train split has {len(real.stream)} tokens, fewer than one generation's budget "
                              f"mix.tokens_per_generation={cfg.mix.tokens_per_generation}")
@@ -182,30 +205,54 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
 # How the run's random streams are derived from its seed. A new scheme changes what a resumed run would sample, so
 # it is part of the config a run directory is checked against. 2: one generator per sampling batch (DDP splits them).
 # 3: tokens drawn by inverse CDF, one uniform per row (models.sampling.draw), not torch.multinomial.
-RANDOM_STREAMS = 3
+# 4: every document of a training stream ends with EOT (real portions from document starts, ids.npy holds the
+# synthetic stream after mix.cut_samples), the budget of loop.budget, sampling until loop.bleu_docs documents.
+RANDOM_STREAMS = 4
+
+
+def budget_policy(cfg: RunConfig) -> str:
+    """loop.budget with `auto` resolved: epochs under accumulate, steps under replace and accumulate-subsample."""
+    if cfg.loop.budget != "auto":
+        return cfg.loop.budget
+    return "epochs" if cfg.mix.workflow == "accumulate" else "steps"
+
+
+def train_steps(cfg: RunConfig, g: int, pool_tokens: int) -> int:
+    """Optimizer steps of generation g on a training set of pool_tokens tokens (see the module docstring)."""
+    fixed = cfg.loop.first_steps or cfg.train.steps
+    steps = fixed if (g == 0 or cfg.loop.init == "scratch") else cfg.train.steps
+    if budget_policy(cfg) == "epochs":
+        steps = max(1, round(steps * pool_tokens / cfg.mix.tokens_per_generation))
+    return steps
 
 
 def resolved_config(prep: Prepared) -> dict:
-    return {**to_dict(prep.cfg), "fingerprint": {"corpus": prep.corpus.fingerprint,
-                                                 "tokenizer": prep.tokenizer.fingerprint,
-                                                 "random_streams": RANDOM_STREAMS}}
+    return {**to_dict(prep.cfg),
+            "resolved": {**numerics.resolve(prep.cfg, prep.device), "loop.budget": budget_policy(prep.cfg)},
+            "fingerprint": {"corpus": prep.corpus.fingerprint, "tokenizer": prep.tokenizer.fingerprint,
+                            "random_streams": RANDOM_STREAMS}}
 
 
 def check_resume(prep: Prepared, run_dir: str) -> int:
-    """Generations already done in run_dir (0 if new); refuses a run directory made with another config."""
+    """Generations already done in run_dir (0 if new); refuses a run directory made with another config, or one
+    whose `auto` numerics resolve otherwise on this machine (training/numerics.py)."""
     path = os.path.join(run_dir, "config.json")
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ValueError(f"--out {run_dir} is a file, not a directory")
     if not os.path.exists(path):
-        if os.path.isdir(run_dir) and os.listdir(run_dir):
+        if os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {LOCK_NAME}:
             raise ValueError(f"{run_dir} exists and is not a closedloop run directory; pick another --out or pass --overwrite")
         return 0
-    old = flatten_json(ck.read_json(path))
-    new = flatten_json(resolved_config(prep))
-    changed = [k for k in diff(old, new) if k not in RESUMABLE_KEYS]
+    stored = ck.read_json(path)
+    old, new = flatten_json(stored), flatten_json(resolved_config(prep))
+    # The numerics requests may change (an explicit value accepts another machine's resolution); their
+    # resolution is compared below. The resolved record itself is never part of the config diff.
+    skip = RESUMABLE_KEYS | set(numerics.KEYS)
+    changed = [k for k in diff(old, new) if k not in skip and not k.startswith("resolved.")]
     if changed:
         shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
         raise ValueError(f"{run_dir} was run with another config: {shown}; pass --overwrite to start afresh or pick another --out")
+    numerics.check(stored.get("resolved"), numerics.resolve(prep.cfg, prep.device), flatten(prep.cfg), run_dir)
     return ck.completed_generations(run_dir)
 
 
@@ -219,11 +266,21 @@ def flatten_json(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def run_loop(prep: Prepared, run_dir: str, argv: list[str] | None = None) -> dict:
+def run_loop(prep: Prepared, run_dir: str, argv: list[str] | None = None, locked: bool = False) -> dict:
     """Run (or resume) the closed loop in run_dir; returns the summary written to summary.json.
 
+    The run directory is locked while the loop runs (rank 0 takes it; locked=True: the caller holds it).
     Under torchrun only rank 0 writes and returns the summary; the other ranks return {"generations": n} (the
     number run here)."""
+    own = None if locked else acquire_lock(run_dir, _say)
+    try:
+        return _run_locked(prep, run_dir, argv)
+    finally:
+        if own is not None:
+            own.release()
+
+
+def _run_locked(prep: Prepared, run_dir: str, argv: list[str] | None) -> dict:
     cfg, tok = prep.cfg, prep.tokenizer
     main = distributed.is_main()
     start = check_resume(prep, run_dir)
@@ -233,9 +290,11 @@ def run_loop(prep: Prepared, run_dir: str, argv: list[str] | None = None) -> dic
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
     if main:
         os.makedirs(run_dir, exist_ok=True)
-        ck.write_json(os.path.join(run_dir, "config.json"), resolved_config(prep))
-        ck.write_json(os.path.join(run_dir, "env.json"),
-                      {**environment(prep.device, argv), "world_size": distributed.world_size()})
+        resolved = resolved_config(prep)
+        ck.write_json(os.path.join(run_dir, "config.json"), resolved)
+        append_env(os.path.join(run_dir, "env.json"),
+                   {**environment(prep.device, argv), "world_size": distributed.world_size(),
+                    "first_generation": start, "resolved": resolved["resolved"]})
         if start == 0:
             tok.save(os.path.join(run_dir, "tokenizer.json"))
         write_metrics(metrics_path, records)  # drop the record of a generation that did not reach DONE
@@ -266,29 +325,39 @@ def run_loop(prep: Prepared, run_dir: str, argv: list[str] | None = None) -> dic
     return summary
 
 
+def mix_generation(prep: Prepared, run_dir: str, g: int) -> tuple[np.ndarray, dict]:
+    """Generation g's training stream and provenance counts: exact shares of EOT-ended documents; synthetic tokens
+    are the ids model k−1 sampled (its ids.npy, after mix.cut_samples), never re-encoded."""
+    cfg, eot = prep.cfg, prep.tokenizer.eot_id
+    pooled = cfg.mix.workflow != "replace"
+    ks = range(g + 1) if pooled else [g]
+    if pooled and cfg.mix.real_data == "fixed":
+        ks = [0]  # the pool holds generation 0's real set once
+    empty = np.zeros(0, np.int32)
+    real = [prep.real.portion(k) if k in ks else empty for k in range(g + 1)]
+    origin = [prep.real.origin(k) if k in ks else [] for k in range(g + 1)]
+    synth = [empty] + [
+        fit_documents(np.load(os.path.join(ck.gen_dir(run_dir, k - 1), "ids.npy")), cfg.mix.synthetic_tokens(k), eot)
+        if (pooled or k == g) else empty for k in range(1, g + 1)]
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, g, _MIX]))
+    return assemble(g, cfg.mix, real, synth, eot, rng, real_origin=origin)
+
+
 def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: RunLogger) -> dict:
     cfg, tok, device = prep.cfg, prep.tokenizer, prep.device
     main = distributed.is_main()
     gdir = ck.fresh_gen_dir(run_dir, g) if main else ck.gen_dir(run_dir, g)
     times = {}
-    # --- data: exact shares; synthetic tokens are the ids model k−1 sampled, never re-encoded ------------
+    # --- data ---------------------------------------------------------------------------------------------
     t = time.perf_counter()
-    real = [prep.real.portion(k) for k in range(g + 1)] if cfg.mix.workflow != "replace" else \
-        [np.zeros(0, np.int32)] * g + [prep.real.portion(g)]
-    synth = [np.zeros(0, np.int32)] + [
-        np.load(os.path.join(ck.gen_dir(run_dir, k - 1), "ids.npy"))[: cfg.mix.synthetic_tokens(k)]
-        if (cfg.mix.workflow != "replace" or k == g) else np.zeros(0, np.int32)
-        for k in range(1, g + 1)
-    ]
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, g, _MIX]))
-    ids, counts = assemble(g, cfg.mix, real, synth, tok.eot_id, rng)
+    ids, counts = mix_generation(prep, run_dir, g)
     times["time/data_s"] = time.perf_counter() - t
     # --- model ----------------------------------------------------------------------------------------------
     model = build_model(cfg.model, generator(cfg.seed, 0 if cfg.loop.init == "warm" else g, _INIT))
     if g > 0 and cfg.loop.init == "warm":
         model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, g - 1), "model.pt")))
     model.to(device)
-    steps = cfg.loop.first_steps if (g == 0 and cfg.loop.first_steps) else cfg.train.steps
+    steps = train_steps(cfg, g, len(ids))
     # Dropout draws from torch's global generator: seed it per generation so runs (and resumes) reproduce, and per
     # rank under DDP so that ranks do not repeat one mask pattern (with dropout a DDP run matches one process in
     # distribution, not bit for bit).
@@ -302,7 +371,9 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     # --- model on real text (rank 0) ------------------------------------------------------------------------
     t = time.perf_counter()
     amp = autocast_dtype(cfg.train, device)
-    rec: dict = {"generation": g, "train/global_step": global_step + steps, "train/final_loss": res["loss"],
+    trained = steps * cfg.train.batch_size * cfg.model.block_size
+    rec: dict = {"generation": g, "train/global_step": global_step + steps, "train/steps": steps,
+                 "train/tokens": trained, "train/epochs": trained / len(ids), "train/final_loss": res["loss"],
                  "time/train_tokens_per_s": res["tokens_per_s"], "time/train_mfu": res.get("mfu"), **counts}
     if main:
         rec.update(evaluate(model, prep.val_x, prep.val_y, prep.val_chars, device, autocast_dtype=amp))
@@ -312,27 +383,25 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
             rec["truth/excess_bpc"], rec["truth/model_bpc"] = excess_bpc(model, prep.truth_docs, prep.truth_nats,
                                                                          tok, device)
     times["time/eval_s"] = time.perf_counter() - t
-    # --- sample (split over ranks): enough for the next generation's synthetic share and for the measures ---
+    # --- sample (split over ranks): the next generation's synthetic share and the measures' documents --------
     t = time.perf_counter()
-    need = max(cfg.mix.synthetic_tokens(1), cfg.loop.measure_chars + 1)
     # bf16 decoding pays on CUDA; on a CPU the casts cost more than the small decode matmuls gain (scripts/bench.py)
     sample_amp = amp if device.type == "cuda" else None
-    docs_ids = sample_tokens(model, cfg.sample, tok.eot_id, need, lambda i: generator(cfg.seed, g, _SAMPLE, i),
-                             device, sample_amp, cfg.loop.progress and main, f"gen {g} sample")
+    docs_ids = sample_tokens(model, cfg.sample, tok.eot_id, sampling_goal(cfg, tok),
+                             lambda i: generator(cfg.seed, g, _SAMPLE, i), device, sample_amp,
+                             cfg.loop.progress and main, f"gen {g} sample")
     if not main:
         return rec
-    # Exactly the tokens the model emitted, in order: a document cut by sample.max_new_tokens gets no EOT, so the
-    # next generation is never taught an end of document the model did not produce.
     ended = [len(d) < cfg.sample.max_new_tokens for d in docs_ids]
-    stream = np.concatenate([np.append(d, tok.eot_id) if e else d for d, e in zip(docs_ids, ended)]).astype(np.int32)
-    ck.write_npy(os.path.join(gdir, "ids.npy"), stream)
+    # The next generation's synthetic share: every document ended by EOT; a cut one kept or dropped (mix.cut_samples)
+    ck.write_npy(os.path.join(gdir, "ids.npy"), synthetic_stream(docs_ids, ended, cfg.mix.cut_samples, tok.eot_id))
     docs = [tok.decode(d) for d in docs_ids]
     ck.write_text(os.path.join(gdir, "samples.txt"), "\n\n".join(docs) + "\n")
     times["time/sample_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    rec.update(sample_metrics(docs, cfg.loop.measure_chars, prep.real_stats, seed=cfg.seed))
+    rec.update(sample_metrics(docs, cfg.loop.measure_chars, prep.real_stats, bleu_docs=cfg.loop.bleu_docs))
     if prep.corpus.language is not None:
-        rec.update(sample_truth(docs, cfg.loop.measure_chars, prep.corpus.language))
+        rec.update(sample_truth(docs, ended, cfg.loop.measure_chars, prep.corpus.language))
     rec["samples/truncated_rate"] = 1.0 - float(np.mean(ended))
     measured, measured_ended = budget_ids(docs_ids, ended, cfg.loop.measure_chars, tok.char_count)
     rec["samples/self_bpc"], _ = bpc_of(model, measured, measured_ended, tok, device, amp)
@@ -348,7 +417,8 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     times["time/measure_s"] = time.perf_counter() - t
     rec.update(times)
     rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
-    log.scalars(g, {k: v for k, v in rec.items() if not k.startswith("train/") and k != "generation"})
+    log.scalars(g, {k: v for k, v in rec.items() if k != "generation"
+                    and (not k.startswith("train/") or k in PER_GENERATION_TRAIN)})
     if cfg.loop.text_samples:
         shown = "\n\n".join("    " + d[:500] for d in docs[: cfg.loop.text_samples])
         log.text("samples/text", f"generation {g}, T = {cfg.sample.temperature}\n\n{shown}", g)
@@ -356,37 +426,8 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     return rec
 
 
-def sample_tokens(model, scfg: SampleConfig, eot_id: int, need: int, batch_generator, device, amp,
-                  progress: bool, desc: str) -> list[np.ndarray]:
-    """Sample whole documents, sample.batch_size per batch, until their stream holds at least `need` tokens (EOTs
-    the model emitted counted). Returns the same documents on every rank.
-
-    Batch i draws from its own generator `batch_generator(i)`. Under torchrun rank r decodes batches r, r + W, ...
-    and each round's batches are gathered in order, keeping exactly the batches one process would have kept."""
-    world, rank = distributed.world_size(), distributed.rank()
-    docs, have, first = [], 0, 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=need, desc=desc, unit="tok", leave=False, dynamic_ncols=True, mininterval=0.5)
-    while have < need:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            mine = generate_documents(model, scfg.batch_size, scfg, eot_id, batch_generator(first + rank),
-                                      device=device)
-        mine = [np.asarray(d, dtype=np.int32) for d in mine]
-        for batch in distributed.gather_objects(mine):  # batches first .. first + W − 1, in order
-            if have >= need:
-                break  # a later rank's batch of the last round: one process would not have sampled it
-            for d in batch:
-                docs.append(d)
-                have += len(d) + int(len(d) < scfg.max_new_tokens)  # tokens it adds to the stream (EOT if emitted)
-        first += world
-        if bar is not None:
-            bar.update(min(need, have) - bar.n)
-    if bar is not None:
-        bar.close()
-    return docs
+# train/* keys logged at step = generation (the others are at the global optimizer step)
+PER_GENERATION_TRAIN = ("train/steps", "train/tokens", "train/epochs")
 
 
 def summarize(records: list[dict], cfg: RunConfig) -> dict:

@@ -112,10 +112,21 @@ def boundary(h: dict, temperatures, fresh_fractions, generations: int, workflow:
     return np.array(out)
 
 
-def record(run_dir: str, pred: dict) -> None:
+def record(run_dir: str, pred: dict, say=None) -> None:
     """Add theory/entropy (bits), theory/top1, theory/excess_nll (nats/token) and theory/bpc (bits/char) to the
     existing generation records of metrics.jsonl (atomic rewrite), and to TensorBoard once (a THEORY marker keeps
-    a second report from writing the same points again)."""
+    a second report from writing the same points again), holding the run directory's lock: a run still writing
+    there is refused with one line (ValueError)."""
+    from training.runlock import RunLock
+
+    with RunLock(run_dir) as lock:
+        note = lock.acquire()
+        if note and say:
+            say(note)
+        _rewrite(run_dir, pred)
+
+
+def _rewrite(run_dir: str, pred: dict) -> None:
     from training import rundir as ck
     from training.records import RunLogger, read_metrics, write_metrics
 

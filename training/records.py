@@ -1,7 +1,8 @@
 """Records of a run: TensorBoard events and metrics.jsonl behind one small interface.
 
 TensorBoard tags equal metrics.jsonl keys (names in ARCHITECTURE.md): `train/*` at the global optimizer step,
-everything else at step = generation. `RunLogger(None)` is the no-op logger. On resume the writer purges events
+everything else at step = generation. env.json holds one
+record per start of the run (`append_env`). `RunLogger(None)` is the no-op logger. On resume the writer purges events
 at or after the first redone training step, so an interrupted generation leaves no duplicate curve.
 Tested in tests/test_loop.py.
 """
@@ -11,7 +12,7 @@ import json
 import math
 import os
 
-from training.rundir import jsonable, write_text
+from training.rundir import jsonable, read_json, write_json, write_text
 
 
 class RunLogger:
@@ -60,6 +61,13 @@ def read_metrics(path: str) -> list[dict]:
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def append_env(path: str, record: dict) -> None:
+    """Add one start's record to env.json (a list, one record per start, oldest first), rewritten atomically; an
+    env.json from before it was a list (one record) becomes the first item."""
+    old = read_json(path) if os.path.exists(path) else []
+    write_json(path, [*(old if isinstance(old, list) else [old]), record])
 
 
 def write_metrics(path: str, records: list[dict]) -> None:

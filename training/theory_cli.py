@@ -305,7 +305,7 @@ def overlay(run_dir: str, contexts: int) -> int:
     cfg = h["cfg"]
     pred = prediction.predict(h, cfg.sample.temperature, cfg.mix.fresh_fraction, cfg.loop.generations,
                               cfg.mix.workflow)
-    prediction.record(run_dir, pred)
+    prediction.record(run_dir, pred, say=lambda s: print(s, file=sys.stderr))
     if cfg.sample.top_k or cfg.sample.top_p < 1:
         print("closedloop theory: note: the prediction ignores sample.top_k and sample.top_p", file=sys.stderr)
     print(_dumps({"run": run_dir, "contexts": int(len(h["targets"])), "temperature": cfg.sample.temperature,

@@ -3,8 +3,13 @@ only, data/synthetic.py).
 
 - `truth/excess_bpc`, `truth/model_bpc`: the model's bits per character on fixed true text, minus the true bits per
   character of the same text (the KL rate from the truth; the text's own randomness cancels).
-- On the samples (`truth_metrics`): `truth/valid_word_rate`, `truth/coverage`, `truth/valid_doc_rate`,
-  `truth/sample_bpc`.
+- On the samples (`sample_truth`, on the measured character budget): `truth/valid_word_rate`, `truth/coverage`,
+  `truth/valid_doc_rate`, and `truth/sample_bpc` with `truth/invalid_char_rate` beside it: the text is read as the
+  language's events (`SyntheticLanguage.event_logprobs`: a word given the one before, a new sentence, the end of a
+  document); `truth/sample_bpc` is the true bits per character of the possible events, `truth/invalid_char_rate`
+  the share of characters (EOT counting 1) in impossible ones. Both are defined for any sample with one possible
+  event, so they compare across generations; on a sample of valid documents they are the true bits per character
+  of that text and 0.
 
 Tests: `python -m pytest tests/test_truth.py tests/test_metrics.py`
 """
@@ -21,48 +26,60 @@ from training.measures.registry import register
 from training.measures.sample_text import budget_with_cut, words
 
 register("truth/excess_bpc", "bits/char", "model bits/char minus true bits/char on the same fixed true text", main=5)
-register("truth/model_bpc", "bits/char", "model bits/char on the fixed true text")
+register("truth/model_bpc", "bits/char", "model bits/char on the fixed true text (truth/excess_bpc's first term)")
 register("truth/valid_word_rate", "ratio", "share of sampled word tokens that are words of the language")
 register("truth/coverage", "probability", "true stationary mass of the valid word types sampled")
-register("truth/valid_doc_rate", "ratio", "share of whole sampled documents with non-zero true probability")
-register("truth/sample_bpc", "bits/char", "true bits per character of the valid sampled documents")
+register("truth/valid_doc_rate", "ratio", "share of the measured documents the model ended that have non-zero true "
+         "probability")
+register("truth/sample_bpc", "bits/char", "true bits per character of the possible events of the measured samples "
+         "(words given the previous word, sentence and document ends)")
+register("truth/invalid_char_rate", "ratio", "share of the measured sample characters (EOT counts 1) in events the "
+         "language cannot produce")
 
 
-def sample_truth(docs: list[str], n_chars: int, language: Any) -> dict[str, float]:
-    """The `truth/…` sample measures of one generation's documents on a budget of `n_chars` characters."""
+def sample_truth(docs: list[str], ended: list[bool], n_chars: int, language: Any) -> dict[str, float]:
+    """The `truth/…` sample measures of one generation's documents on a budget of `n_chars` characters; ended[i]:
+    document i was ended by the model (not cut by the length cap). A document cut by the budget counts as cut."""
     kept, truncated = budget_with_cut(docs, n_chars)
-    return truth_metrics(kept, Counter(w for d in kept for w in words(d)), language, last_truncated=truncated)
+    flags = list(ended[:len(kept)])
+    if truncated:
+        flags[-1] = False
+    return truth_metrics(kept, flags, Counter(w for d in kept for w in words(d)), language)
 
 
-def truth_metrics(docs: list[str], gen_counts: Counter, language: Any, last_truncated: bool = False
-                  ) -> dict[str, float]:
+def truth_metrics(docs: list[str], ended: list[bool], gen_counts: Counter, language: Any) -> dict[str, float]:
     """Ground-truth measures against a language with known probabilities (duck-typed: `is_valid_word(w)`,
-    `word_set_mass(set)`, `logprob(doc_text)` in nats of one whole document, -inf if invalid).
+    `word_set_mass(set)`, `event_logprobs(doc_text, ended)` -> [(nats or None, characters)]).
 
     - `truth/valid_word_rate`: share of generated word tokens that are vocabulary words, in [0, 1].
     - `truth/coverage`: true stationary probability mass of the valid word types present in the samples.
-    - `truth/valid_doc_rate`: share of (whole) documents with finite true log-probability.
-    - `truth/sample_bpc`: true bits per character of the valid documents,
-      -Σ logprob / (ln 2 · Σ (len + 1)); NaN if no document is valid.
-    A last document cut by the character budget is not a whole document, so it is left out of the two
-    document-level measures (`last_truncated=True`).
+    - `truth/valid_doc_rate`: share of the ended documents all of whose events are possible; NaN if none ended.
+    - `truth/sample_bpc`: -Σ nats of possible events / (ln 2 · Σ their characters); NaN only without one.
+    - `truth/invalid_char_rate`: characters of impossible events / characters of all events, in [0, 1].
     """
     total = sum(gen_counts.values())
     valid_types = {w for w in gen_counts if language.is_valid_word(w)}
     valid_tokens = sum(gen_counts[w] for w in valid_types)
-    whole = docs[:-1] if last_truncated and docs else docs
-    nats, chars, n_valid = 0.0, 0, 0
-    for d in whole:
-        lp = float(language.logprob(d))
-        if math.isfinite(lp):
-            nats -= lp
-            chars += len(d) + 1
-            n_valid += 1
+    nats, good_chars, all_chars, whole, valid_docs = 0.0, 0, 0, 0, 0
+    for d, e in zip(docs, ended):
+        events = language.event_logprobs(d, e)
+        ok = True
+        for lp, chars in events:
+            all_chars += chars
+            if lp is None:
+                ok = False
+            else:
+                nats -= lp
+                good_chars += chars
+        if e:
+            whole += 1
+            valid_docs += ok
     return {
         "truth/valid_word_rate": valid_tokens / total if total else math.nan,
         "truth/coverage": float(language.word_set_mass(valid_types)),
-        "truth/valid_doc_rate": n_valid / len(whole) if whole else math.nan,
-        "truth/sample_bpc": nats / (math.log(2) * chars) if chars else math.nan,
+        "truth/valid_doc_rate": valid_docs / whole if whole else math.nan,
+        "truth/sample_bpc": nats / (math.log(2) * good_chars) if good_chars else math.nan,
+        "truth/invalid_char_rate": 1.0 - good_chars / all_chars if all_chars else math.nan,
     }
 
 
