@@ -100,8 +100,10 @@ def test_layout_samples_text_marker_and_non_scalars(run_dir):
     acc = accumulator(run_dir)
     plugins = {t: m.plugin_data.plugin_name for t, m in acc.summary_metadata.items()}
     # non-scalar data have their own groups, out of samples/ (which holds scalars and the sample text only)
-    assert plugins["figures/zipf"] == "images" and plugins["samples_per_doc/ref_bpc"] == "histograms"
+    assert plugins["views/zipf"] == "images" and plugins["views/ref_bpc_per_doc"] == "histograms"
     assert {p for t, p in plugins.items() if t.startswith("samples/")} == {"scalars", "text"}
+    # views/ sorts after every scalar group: TensorBoard shows the per-generation curves first
+    assert all(t.split("/")[0] < "views" for t, p in plugins.items() if p == "scalars")
     recs = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     for g, md in enumerate(texts(acc, "samples/text/text_summary")):
         assert md.startswith(f"**generation {g} · T = 1 · λ = 0 · workflow replace · seed 0**")

@@ -2,6 +2,7 @@
 
 RunLogger (training/records.py) writes a run's events through this module; training/report.py writes a sweep's.
 - Every scalar carries a description with its unit and its x axis (summary metadata, from the measure registry).
+  Per-run histograms and images go under `views/` (the loop names them), which sorts after every scalar group.
 - Sample documents are Markdown with one fenced code block per document (the fence is longer than any run of
   backticks inside, so no document can close it), long lines wrapped, under a header naming generation, T, λ,
   workflow and seed.
