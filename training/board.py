@@ -50,6 +50,7 @@ RUN_HPARAMS = [("sample.temperature", "T"), ("mix.fresh_fraction", "λ"), ("mix.
                ("model.n_layer", "layers"), ("model.n_embd", "width"), ("tokenizer.kind", "tokenizer"),
                ("corpus", "corpus")]
 DISPLAY = dict(RUN_HPARAMS)
+AXES = ("sample.temperature", "mix.fresh_fraction")  # T and λ: the phase diagram's axes
 
 
 def description(key: str) -> str:
@@ -145,22 +146,31 @@ def _show(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def experiment(domains: dict, display: dict, metric_tags: list[str]):
+def experiment(domains: dict, display: dict, metric_tags: list[str], first=()):
     """The HParams experiment proto: one discrete-domain column per hparam (domains: name -> values seen), then
-    the metrics, named with their unit."""
+    the metrics, named with their unit. TensorBoard orders the columns by `differs`, then by name, and shows the
+    first five: `differs` is set where the values differ and for the names in `first` (T and λ, which every
+    comparison starts from, so a single run shows them too; a single run adds its workflow)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
     from tensorboard.plugins.hparams import summary_v2 as hp
 
-    params = []
+    exp = api_pb2.Experiment(time_created_secs=time.time())
     for name, values in domains.items():
         if not values:
             continue
         values = sorted(set(values), key=lambda v: (str(type(v)), v))
         if len({type(v) for v in values}) > 1:  # mixed types: compare as text
             values = sorted({str(v) for v in values})
-        params.append(hp.HParam(name, hp.Discrete(values), display_name=display.get(name, name),
-                                description=f"config option {name}" if name != "corpus" else "corpus source"))
-    metrics = [hp.Metric(tag, display_name=_metric_name(tag), description=describe(tag)) for tag in metric_tags]
-    return hp.hparams_config_pb(params, metrics, time_created_secs=time.time())
+        info = exp.hparam_infos.add(name=name, display_name=display.get(name, name),
+                                    description=f"config option {name}" if name != "corpus" else "corpus source",
+                                    differs=len(values) > 1 or name in first)
+        hp.Discrete(values).update_hparam_info(info)
+    exp.metric_infos.extend(hp.Metric(tag, display_name=_metric_name(tag), description=describe(tag)).as_proto()
+                            for tag in metric_tags)
+    data = plugin_data_pb2.HParamsPluginData(experiment=exp)
+    return Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, tensor=metadata.NULL_TENSOR,
+                                        metadata=metadata.create_summary_metadata(data))])
 
 
 def _metric_name(tag: str) -> str:
@@ -208,7 +218,8 @@ def write_run_hparams(run_dir: str, flat: dict, records: list[dict], verdict_nam
     if not records:
         return
     hparams = run_hparams(flat)
-    exp = experiment({k: [v] for k, v in hparams.items()}, DISPLAY, metric_tags(records[-1]))
+    exp = experiment({k: [v] for k, v in hparams.items()}, DISPLAY, metric_tags(records[-1]),
+                     first=(*AXES, "mix.workflow"))
     write_hparams(run_dir, hparams, setting_name(hparams), final_metrics(records, verdict_name),
                   records[-1]["generation"], exp)
 

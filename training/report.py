@@ -238,7 +238,7 @@ def _hparams(sweep_dir: str, grid, rows):
     from training import board
     from training.loop import flatten_json
 
-    names = ["sample.temperature", "mix.fresh_fraction"]
+    names = list(board.AXES)
     names += [a for a in grid.axes if a != "seed" and a not in names]
     domains, present = {n: [] for n in names}, set()
     for r in rows:
@@ -253,7 +253,7 @@ def _hparams(sweep_dir: str, grid, rows):
             domains[n].append(hp[n])
         present |= set(r["records"][-1])
     display = {n: board.DISPLAY.get(n) or SHORT.get(n) or n.split(".")[-1] for n in names}
-    return board.experiment(domains, display, board.metric_tags(present))
+    return board.experiment(domains, display, board.metric_tags(present), first=names)
 
 
 def _sweep_run(sweep_dir: str, files: list[str], experiment_pb) -> str:
