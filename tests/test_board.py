@@ -125,7 +125,8 @@ def test_a_single_run_has_its_hparams_entry(run_dir):
     infos = {h.name: h for h in exp.hparam_infos}
     assert infos["sample.temperature"].display_name == "T" and list(infos["mix.fresh_fraction"].domain_discrete)
     # T and λ come first among the columns TensorBoard shows (it orders by `differs`, then by name)
-    assert {h.name for h in exp.hparam_infos if h.differs} == {"sample.temperature", "mix.fresh_fraction", "mix.workflow"}
+    first = {h.name for h in exp.hparam_infos if h.differs}
+    assert first == {"sample.temperature", "mix.fresh_fraction", "mix.workflow"}
     metrics = {m.name.tag: m.display_name for m in exp.metric_infos}
     assert metrics[board.DELTA] == "Δ val/entropy (bits)" and metrics[board.VERDICT] == "verdict (code)"
     assert metrics["val/bpc"] == "val/bpc (bits/char)" and list(metrics)[:2] == [board.DELTA, board.VERDICT]
