@@ -7,7 +7,7 @@ rendering; then Chromium screenshots Time Series, Text and HParams, and each mus
 non-background pixels, enough distinct colours), not a blank or an error.
 
 Skipped when no Chromium is installed (Debian: `apt-get install chromium chromium-driver`).
-Run: `.venv/bin/python -m pytest -m slow -k tensorboard` (about a minute on 2 cores).
+Run: `.venv/bin/python -m pytest -m slow -k tensorboard` (about 90 s on 2 cores).
 """
 import json
 import os
