@@ -95,7 +95,9 @@ def test_ddp_closed_loop_matches_one_process_and_resumes(tmp_path):
                               np.load(os.path.join(two, f"gen_{g:03d}", "ids.npy")))
     with open(os.path.join(two, "env.json")) as f:
         assert [e["world_size"] for e in json.load(f)] == [2, 2]  # one record per start (the run, then its resume)
-    assert len([f for f in os.listdir(two) if f.startswith("events.out.tfevents")]) == 2  # rank 0's, per launch
+    events = [f for f in os.listdir(two) if f.startswith("events.out.tfevents")]
+    # rank 0's, one per launch, and one HParams file (the second launch replaced the first's)
+    assert len([f for f in events if not f.endswith(".hparams")]) == 2 and len(events) == 3
 
 
 def test_ddp_refuses_a_batch_that_does_not_split(tmp_path):

@@ -84,8 +84,8 @@ def test_tensorboard_shows_every_generation(finished):
     recs = metrics(finished)
     assert acc.Scalars("val/bpc")[1].value == pytest.approx(recs[1]["val/bpc"], rel=1e-6)
     assert acc.Scalars("train/loss")[-1].step == recs[-1]["train/global_step"]
-    assert [e.step for e in acc.Images("samples/zipf")] == [0, 1]
-    assert [e.step for e in acc.Histograms("samples/ref_bpc_per_doc")] == [0, 1]
+    assert [e.step for e in acc.Images("views/zipf")] == [0, 1]
+    assert [e.step for e in acc.Histograms("views/ref_bpc_per_doc")] == [0, 1]
     assert {"samples/text/text_summary", "verdict/text_summary"} <= set(tags["tensors"])
 
 

@@ -95,7 +95,11 @@ def test_hparams_logged(swept):
     _, out = swept
     acc = EventAccumulator(str(out / "T=0.6,lambda=0"))
     acc.Reload()
-    assert "_hparams_/experiment" in acc.summary_metadata and "_hparams_/session_start_info" in acc.summary_metadata
+    # each point is a session; the sweep's one experiment (every point's values) lives in its _sweep run
+    assert "_hparams_/session_start_info" in acc.summary_metadata and "_hparams_/experiment" not in acc.summary_metadata
+    acc = EventAccumulator(str(out / "_sweep"))
+    acc.Reload()
+    assert "_hparams_/experiment" in acc.summary_metadata
 
 
 def test_rerun_skips_and_a_deleted_point_alone_reruns(swept, tmp_path, capsys):

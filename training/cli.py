@@ -144,6 +144,11 @@ def _run_prepared(prep, cfg, run_dir: str, overwrite: bool, argv: list[str]) -> 
     final = summary.get("final", {})
     say(f"done: {summary['generations']} generations; final val/bpc {final.get('val/bpc')}, "
         f"val/entropy {final.get('val/entropy')} bits -> {os.path.join(run_dir, 'summary.json')}")
+    from training.board import tensorboard_hint
+
+    for line in tensorboard_hint(os.path.dirname(os.path.normpath(run_dir)) or ".",
+                                 run_filter=os.path.basename(os.path.normpath(run_dir))):
+        say(line)
     return 0
 
 
@@ -206,6 +211,10 @@ def cmd_sweep(argv: list[str]) -> int:
                        say=lambda s: print(s, file=sys.stderr, flush=True))
     for path in write_report(out, say=lambda s: print(s, file=sys.stderr, flush=True)):
         print(path)
+    from training.board import tensorboard_hint
+
+    for line in tensorboard_hint(out):
+        print(line, file=sys.stderr)
     return min(len(result["failed"]), 100)
 
 

@@ -47,6 +47,7 @@ from training.measures.real_text import eval_windows, evaluate
 from training.measures.registry import register
 from training.measures.sample_text import RealStats, sample_metrics, zipf_figure
 from training.measures.truth import excess_bpc, sample_truth
+from training import board
 from training.environment import environment
 from training.samples import sample_tokens, sampling_goal
 from training.records import RunLogger, append_env, read_metrics, write_metrics
@@ -322,6 +323,7 @@ def _run_locked(prep: Prepared, run_dir: str, argv: list[str] | None) -> dict:
     summary = summarize(records, cfg)
     summary["verdict"] = verdict_so_far(records, uniform_bits=math.log2(tok.vocab_size)) if records else None
     ck.write_json(os.path.join(run_dir, "summary.json"), summary)
+    board.write_run_hparams(run_dir, flatten(cfg), records, (summary["verdict"] or {}).get("verdict"))
     return summary
 
 
@@ -362,8 +364,11 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     # rank under DDP so that ranks do not repeat one mask pattern (with dropout a DDP run matches one process in
     # distribution, not bit for bit).
     torch.manual_seed(int(generator(cfg.seed, g, _DROPOUT).initial_seed()) + distributed.rank())
+    # train/generation at the first and last step of each generation: a staircase marking where it starts
+    log.scalars(global_step + 1, {"train/generation": g})
     res = train(model, ids, cfg.train, generator(cfg.seed, g, _TRAIN), device, steps=steps, log=log.scalars,
                 step_offset=global_step, progress=cfg.loop.progress and main, desc=f"gen {g} train")
+    log.scalars(global_step + steps, {"train/generation": g})
     times["time/train_s"] = res["seconds"]
     if not math.isfinite(res["loss"]):
         raise ValueError(f"training diverged at generation {g} (train loss {res['loss']}); lower --train.lr or "
@@ -411,23 +416,19 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
         ref.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, 0), "model.pt")))
         ref.to(device)
     rec["samples/ref_bpc"], per_doc = bpc_of(ref, measured, measured_ended, tok, device, amp)
-    log.histogram("samples/ref_bpc_per_doc", per_doc, g)
-    log.figure("samples/zipf", zipf_figure(docs, cfg.loop.measure_chars, prep.real_stats.train_counts,
+    # Per-run histogram and image cards under views/, a group name that sorts after every scalar group in
+    # TensorBoard, so the per-generation curves come first
+    log.histogram("views/ref_bpc_per_doc", per_doc, g)
+    log.figure("views/zipf", zipf_figure(docs, cfg.loop.measure_chars, prep.real_stats.train_counts,
                                            f"generation {g}, T = {cfg.sample.temperature}"), g)
     times["time/measure_s"] = time.perf_counter() - t
     rec.update(times)
     rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
-    log.scalars(g, {k: v for k, v in rec.items() if k != "generation"
-                    and (not k.startswith("train/") or k in PER_GENERATION_TRAIN)})
+    log.scalars(g, {k: v for k, v in rec.items() if k != "generation"})
     if cfg.loop.text_samples:
-        shown = "\n\n".join("    " + d[:500] for d in docs[: cfg.loop.text_samples])
-        log.text("samples/text", f"generation {g}, T = {cfg.sample.temperature}\n\n{shown}", g)
+        log.samples("samples/text", board.run_header(flatten(cfg), g), docs[: cfg.loop.text_samples], g)
     ck.save_model(os.path.join(gdir, "model.pt"), model)
     return rec
-
-
-# train/* keys logged at step = generation (the others are at the global optimizer step)
-PER_GENERATION_TRAIN = ("train/steps", "train/tokens", "train/epochs")
 
 
 def summarize(records: list[dict], cfg: RunConfig) -> dict:

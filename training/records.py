@@ -1,10 +1,10 @@
 """Records of a run: TensorBoard events and metrics.jsonl behind one small interface.
 
-TensorBoard tags equal metrics.jsonl keys (names in ARCHITECTURE.md): `train/*` at the global optimizer step,
-everything else at step = generation. env.json holds one
-record per start of the run (`append_env`). `RunLogger(None)` is the no-op logger. On resume the writer purges events
-at or after the first redone training step, so an interrupted generation leaves no duplicate curve.
-Tested in tests/test_loop.py.
+TensorBoard scalar tags equal metrics.jsonl keys (names in ARCHITECTURE.md): `train/loss`, `train/lr` and the
+marker `train/generation` at the global optimizer step, everything else at step = generation; each scalar's
+first event carries its description and unit (training/board.py lays out TensorBoard). `RunLogger(None)` is the
+no-op logger. On resume the writer purges events at or after the first redone training step, so an interrupted
+generation leaves no duplicate curve. env.json holds one record per start of the run (`append_env`). Tested in tests/test_loop.py and tests/test_board.py.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 import math
 import os
 
+from training import board
 from training.rundir import jsonable, read_json, write_json, write_text
 
 
@@ -22,17 +23,24 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is heavy to import
 
             self.writer = SummaryWriter(log_dir=run_dir, purge_step=purge_step, flush_secs=10)
+        self._described: set[str] = set()  # tags whose description this writer has written
 
     def scalars(self, step: int, values: dict) -> None:
         if self.writer is None:
             return
         for k, v in values.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                self.writer.add_scalar(k, v, step)
+                first = k not in self._described
+                self.writer.file_writer.add_summary(board.scalar_summary(k, v, with_metadata=first), step)
+                self._described.add(k)
 
     def text(self, tag: str, text: str, step: int) -> None:
         if self.writer is not None:
             self.writer.add_text(tag, text, step)
+
+    def samples(self, tag: str, header: str, docs: list[str], step: int) -> None:
+        """Sample documents as Markdown, one fenced code block per document under `header`."""
+        self.text(tag, board.samples_markdown(header, docs), step)
 
     def histogram(self, tag: str, values, step: int) -> None:
         if self.writer is not None and len(values):

@@ -18,7 +18,9 @@ recorded in the point (`theory/*` in metrics.jsonl and TensorBoard). Then, into 
   `phase.*` (T × λ, measured beside predicted: colour = change of a measure since generation 0, marker = the
   setting's majority verdict; the boundaries: measured, predicted for the run's own H, uniform H), `workflows.*`
   (when the grid has mix.workflow);
-- TensorBoard HParams for every finished point, so the HParams dashboard compares them.
+- TensorBoard: an HParams session for every finished point, grouped over seeds by setting, and the sweep-level
+  run `_sweep/` (the figures as images, summary.md as text, the HParams experiment), so TensorBoard alone tells
+  the story (training/board.py lays it out).
 Tested in tests/test_sweep.py.
 """
 from __future__ import annotations
@@ -67,9 +69,7 @@ def write_report(sweep_dir: str, measure: str = "val/entropy", say=None) -> list
     if phase:
         files.append(_write_phase_csv(sweep_dir, phase))
     files += _figures(sweep_dir, grid, rows, measure, phase)
-    for r in rows:
-        if r["status"] == "done":
-            _hparams(os.path.join(sweep_dir, r["point"].name), r)
+    files.append(_sweep_run(sweep_dir, files, _hparams(sweep_dir, grid, rows)))
     return files
 
 
@@ -379,20 +379,38 @@ def _workflows(sweep_dir, rows, plt) -> list[str]:
     return _save(fig, sweep_dir, "workflows")
 
 
-def _hparams(point_dir: str, row: dict) -> None:
-    """Log the point's axis values and final measures for TensorBoard's HParams dashboard (once per point)."""
-    marker = os.path.join(point_dir, "HPARAMS")
-    if os.path.exists(marker):
-        return
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
+def _hparams(sweep_dir: str, grid, rows):
+    """One HParams session per finished point, replacing the one its run wrote: hparams = the run's settings plus
+    every swept option but the seed, group = the setting (its seeds share one averaged row), final metrics with
+    Δ val/entropy and the verdict code. Returns the sweep's experiment: T, λ and every swept option but the seed
+    as discrete domains (checkbox filters), the main measures, Δ val/entropy and the verdict as metric columns."""
+    from training import board
+    from training.loop import flatten_json
 
-    hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in row["point"].values.items()}
-    final = _final(row["records"])
-    metrics = {m: final[m] for m in MAIN if m in final}
-    exp, ssi, sei = hparams(hp, metrics)
-    w = SummaryWriter(point_dir)
-    for s in (exp, ssi, sei):
-        w.file_writer.add_summary(s)
-    w.close()
-    ck.write_text(marker, "")
+    names = list(board.AXES)
+    names += [a for a in grid.axes if a != "seed" and a not in names]
+    domains, present = {n: [] for n in names}, set()
+    for r in rows:
+        if r["status"] != "done":
+            continue
+        d = os.path.join(sweep_dir, r["point"].name)
+        flat = flatten_json(ck.read_json(os.path.join(d, "config.json")))
+        hp = {**board.run_hparams(flat), **{n: board.hparam_value(flat[n]) for n in names}}
+        board.write_hparams(d, hp, board.setting_name(hp, names), board.final_metrics(r["records"], r["verdict"]),
+                            r["records"][-1]["generation"])
+        for n in names:
+            domains[n].append(hp[n])
+        present |= set(r["records"][-1])
+    display = {n: board.DISPLAY.get(n) or SHORT.get(n) or n.split(".")[-1] for n in names}
+    return board.experiment(domains, display, board.metric_tags(present), first=names)
+
+
+def _sweep_run(sweep_dir: str, files: list[str], experiment_pb) -> str:
+    """The sweep-level run `<sweep>/_sweep/`, rewritten with the report: the PNG figures as images
+    (`sweep/phase`, `sweep/measures`, ...), summary.md as text (`sweep/summary`) and the HParams experiment."""
+    from training import board
+
+    images = {f"sweep/{os.path.splitext(os.path.basename(f))[0]}": f for f in files if f.endswith(".png")}
+    with open(os.path.join(sweep_dir, "summary.md"), encoding="utf-8") as f:
+        summary = f.read()
+    return board.write_sweep_run(sweep_dir, images, {"sweep/summary": summary}, experiment_pb)

@@ -28,6 +28,11 @@ import sys
 import numpy as np
 
 from training import theory as th
+from training.measures.registry import register
+
+# The overlay's keys (TensorBoard shows these descriptions beside the curves).
+register("theory/entropy", "bits", "the categorical theory's predicted val/entropy at this generation")
+register("theory/excess_nll", "nats/token", "the theory's predicted val/loss minus its generation-0 value")
 
 
 class _Parser(argparse.ArgumentParser):
