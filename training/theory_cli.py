@@ -10,7 +10,8 @@
 `equilibrium` and `simulate --until-fixation` print one JSON object (null stands for an infinite value, e.g.
 KL(H‖θ_e) once θ_e is a corner); `phase` writes DIR/phase.csv and
 DIR/phase.png; `simulate` without --until-fixation writes DIR/trajectories.csv and .png with --out.
-`--from-run RUN` adds `theory/entropy` (bits) and `theory/excess_nll` (nats/token) to every generation's record of
+`--from-run RUN` adds `theory/entropy` (bits), `theory/top1`, `theory/excess_nll` (nats/token) and `theory/bpc`
+(bits/char; training/prediction.py registers them) to every generation's record of
 RUN/metrics.jsonl and to RUN's TensorBoard, beside the measured `val/entropy` and `val/loss` − its generation-0 value.
 `verdict-check` runs the run verdict (training/verdict.py) on simulated trajectories whose fate the theory knows and
 prints the agreement per class (Markdown).
@@ -28,11 +29,6 @@ import sys
 import numpy as np
 
 from training import theory as th
-from training.measures.registry import register
-
-# The overlay's keys (TensorBoard shows these descriptions beside the curves).
-register("theory/entropy", "bits", "the categorical theory's predicted val/entropy at this generation")
-register("theory/excess_nll", "nats/token", "the theory's predicted val/loss minus its generation-0 value")
 
 
 class _Parser(argparse.ArgumentParser):
