@@ -36,8 +36,6 @@ register(VERDICT, "code", "the verdict as a number: collapse −2, drift −1, s
 register("train/generation", "generation", "the generation being trained: its steps mark where each generation "
                                            "starts on the optimizer-step axis", per_step=True)
 
-# Used while training/verdict.py does not export CODES (verdict name -> number). NaN: no direction to average.
-FALLBACK_CODES = {"collapse": -2.0, "drift": -1.0, "stable": 0.0, "heat death": 2.0, "undetermined": math.nan}
 TEXT_CHARS = 500  # characters of each sample document shown
 WRAP = 100  # characters per line inside a code block (TensorBoard's text cards do not wrap <pre>)
 HPARAMS_SUFFIX = ".hparams"  # the event file holding a run's HParams session
@@ -106,11 +104,11 @@ def samples_markdown(header: str, docs: list[str]) -> str:
 
 
 def verdict_code(name: str | None) -> float:
+    """training/verdict.py's CODES (collapse −2, drift −1, stable 0, heat death 2), but NaN for undetermined (and
+    no verdict): HParams averages a setting's seeds, and "no direction" must not average into one."""
     from training import verdict
 
-    codes = getattr(verdict, "CODES", None) or FALLBACK_CODES
-    v = codes.get(name) if name else None
-    return math.nan if v is None else float(v)
+    return math.nan if name in (None, "undetermined") else float(verdict.CODES[name])
 
 
 def final_metrics(records: list[dict], verdict_name: str | None) -> dict:

@@ -313,6 +313,7 @@ def _predictions(rows, grid, say) -> list[np.ndarray]:
             say(f"  no theory prediction for {r['point'].name}: {type(e).__name__}: {str(e).splitlines()[0]}")
             continue
         r["theory"] = pred
+        r["records"] = read_metrics(os.path.join(d, "metrics.jsonl"))  # now with theory/* per generation
         bkey = (key, len(r["records"]), wf)
         if phase_grid and bkey not in bounds:
             bounds[bkey] = prediction.boundary(h, temps, lams, len(r["records"]), wf)
