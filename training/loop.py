@@ -4,9 +4,18 @@
 everything that can be wrong with the user's input before anything is written; `run_loop(prep, run_dir)` runs the
 generations, resumable: a generation whose folder has a DONE marker is never redone. Per generation g:
 
-    mix (data/mixing.py) -> init (warm: model g−1 | scratch) -> train -> evaluate on the fixed real val windows
-    -> sample at T (kept as token ids: the next generation's synthetic share and this generation's measures)
-    -> measure the samples -> metrics.jsonl + TensorBoard -> model.pt -> DONE
+    mix (data/mixing.py) -> init (warm: model g−1 | scratch | pretrained) -> train -> evaluate on the fixed real
+    val windows -> sample at T (kept as token ids: the next generation's synthetic share and this generation's
+    measures; unconditional documents, or with sample.prompt_tokens=K continuations of K-token blocks of generation
+    0's real set) -> measure the samples -> metrics.jsonl + TensorBoard -> model.pt -> DONE
+
+The model is the built-in GPT (model.kind=gpt) or any Hugging Face causal LM (model.kind=hf, model.name; its own
+tokenizer becomes the run's: tokenizer.kind=auto resolves to pretrained with that name). loop.init picks where each
+generation starts: `warm` from model g−1 (generation 0: a seeded init, or for kind hf the pretrained weights);
+`scratch` new weights every generation (seeded per generation; for kind hf the checkpoint's architecture);
+`pretrained` every generation from the same start: for kind hf the checkpoint's pretrained weights (Shumailov et
+al.'s protocol), for kind gpt generation 0's trained weights (generation 0 plays the part of pretraining on real
+text).
 
 Run it with `closedloop run --preset debug`; tested in tests/test_loop.py.
 """
@@ -27,9 +36,8 @@ from data.corpus import Corpus, CorpusConfig, load_corpus
 from data.mixing import MixConfig, RealSource, assemble
 from data.tokencache import token_arrays
 from data.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer
-from models import build_model
-from models.gpt import GPTConfig
-from models.sampling import SampleConfig, generate_documents
+from models import ModelConfig, build_model
+from models.sampling import SampleConfig, generate_continuations, generate_documents
 from training import rundir as ck
 from training import distributed
 from training.config import diff, flatten, to_dict
@@ -40,7 +48,7 @@ from training.measures.sample_text import RealStats, sample_metrics, zipf_figure
 from training.measures.truth import excess_bpc, sample_truth
 from training.environment import environment
 from training.records import RunLogger, read_metrics, write_metrics
-from training.trainer import TrainConfig, autocast_dtype, resolve_device, setup_backend, train
+from training.trainer import TrainConfig, autocast_dtype, epoch_steps, resolve_device, setup_backend, train
 from training.verdict import verdict_so_far
 
 # The keys this module records itself (the measures register theirs in training/measures/).
@@ -65,7 +73,7 @@ RESUMABLE_KEYS = {"loop.generations", "loop.progress", "train.threads", "corpus.
 @dataclass
 class LoopConfig:
     generations: int = field(default=5, metadata={"help": "generations to run (generation 0 trains on real data only)"})
-    init: str = field(default="warm", metadata={"help": "each generation starts from: warm (model g−1) | scratch (new seeded weights)"})
+    init: str = field(default="warm", metadata={"help": "each generation starts from: warm (model g−1) | scratch (new seeded weights) | pretrained (the same weights every generation: kind hf its pretrained checkpoint, kind gpt generation 0's trained model)"})
     first_steps: int = field(default=0, metadata={"help": "optimizer steps of generation 0 (0 = train.steps)"})
     eval_tokens: int = field(default=20_000, metadata={"help": "real val tokens scored every generation (fixed windows)"})
     measure_chars: int = field(default=20_000, metadata={"help": "characters of samples measured every generation"})
@@ -76,8 +84,8 @@ class LoopConfig:
     def __post_init__(self):
         if self.generations < 1:
             raise ValueError(f"loop.generations must be >= 1, got {self.generations}")
-        if self.init not in ("warm", "scratch"):
-            raise ValueError(f"loop.init must be warm or scratch, got {self.init!r}")
+        if self.init not in ("warm", "scratch", "pretrained"):
+            raise ValueError(f"loop.init must be warm, scratch or pretrained, got {self.init!r}")
         for name in ("first_steps", "text_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
@@ -90,7 +98,7 @@ class LoopConfig:
 class RunConfig:
     seed: int = field(default=0, metadata={"help": "seed of the run: init, training windows, sampling, fresh real data"})
     loop: LoopConfig = field(default_factory=LoopConfig)
-    model: GPTConfig = field(default_factory=GPTConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     mix: MixConfig = field(default_factory=MixConfig)
@@ -128,9 +136,21 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     A finite corpus is tokenized once into the token cache (`corpus.cache_dir`, memory-mapped; data/tokencache.py);
     the word statistics of the real corpus use its first `corpus.stats_chars` characters of train and of val.
     """
+    cfg = resolve_tokenizer(cfg)
+    if cfg.model.kind == "hf":
+        from models.hf import check
+
+        check(cfg.model)  # the checkpoint exists (local, cached or on a reachable hub) and block_size fits it
+    elif cfg.train.grad_checkpointing:
+        raise ValueError("train.grad_checkpointing=true is for model.kind=hf")
+    if cfg.train.epochs and cfg.loop.first_steps:
+        raise ValueError("train.epochs sets every generation's steps, generation 0 included; drop --loop.first_steps")
     device = distributed.init(resolve_device(cfg.train.device))  # under torchrun: join the group, cuda:LOCAL_RANK
     distributed.check_batch(cfg.train.batch_size)
     corpus = load_corpus(cfg.corpus)
+    if cfg.mix.tokens_per_generation == 0 and corpus.infinite:
+        raise ValueError("mix.tokens_per_generation=0 (the whole real train split) needs a finite corpus; "
+                         "the synthetic language never runs out: give a number")
     tok_path = os.path.join(run_dir, "tokenizer.json") if run_dir else None
     if tok_path and os.path.exists(tok_path) and ck.completed_generations(run_dir) > 0:
         tok = load_tokenizer(tok_path)  # frozen at generation 0: reload, never refit
@@ -151,6 +171,11 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     if len(val_ids) < block + 1:
         raise ValueError(f"the real val split has {len(val_ids)} tokens, fewer than one window of model.block_size+1={block + 1}; "
                          "use a larger corpus, a larger --corpus.val_fraction or a smaller --model.block_size")
+    if cfg.mix.tokens_per_generation == 0:  # the whole real train split, resolved once (config.json keeps the number)
+        cfg = dataclasses.replace(cfg, mix=dataclasses.replace(cfg.mix, tokens_per_generation=len(train_ids)))
+    if cfg.sample.prompt_tokens > block // 2:
+        raise ValueError(f"sample.prompt_tokens={cfg.sample.prompt_tokens}: a prompt and its continuation of as many "
+                         f"tokens must fit model.block_size={block}, so at most {block // 2}")
     real = RealSource(corpus, tok, cfg.mix, cfg.seed, stream=train_ids)
     if real.stream is not None:
         if len(real.stream) < block + 1:
@@ -178,6 +203,21 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     return Prepared(cfg, corpus, tok, real, stats, val_x, val_y, val_chars, truth_docs, truth_nats, device)
 
 
+def resolve_tokenizer(cfg: RunConfig) -> RunConfig:
+    """tokenizer.kind=auto -> char for the built-in GPT, the model's own (pretrained, model.name) for kind hf; an
+    explicit char or bpe tokenizer cannot feed a Hugging Face model (its ids are the model's)."""
+    t, m = cfg.tokenizer, cfg.model
+    if m.kind == "hf":
+        if t.kind in ("char", "bpe"):
+            raise ValueError(f"model.kind=hf reads its own tokenizer's ids, not tokenizer.kind={t.kind}; drop "
+                             "--tokenizer.kind (auto loads model.name's tokenizer)")
+        if t.kind == "auto" or not t.name:
+            t = dataclasses.replace(t, kind="pretrained", name=t.name or m.name)
+    elif t.kind == "auto":
+        t = dataclasses.replace(t, kind="char")
+    return dataclasses.replace(cfg, tokenizer=t)
+
+
 # How the run's random streams are derived from its seed. A new scheme changes what a resumed run would sample, so
 # it is part of the config a run directory is checked against. 2: one generator per sampling batch (DDP splits them).
 # 3: tokens drawn by inverse CDF, one uniform per row (models.sampling.draw), not torch.multinomial.
@@ -201,7 +241,10 @@ def check_resume(prep: Prepared, run_dir: str) -> int:
         return 0
     old = flatten_json(ck.read_json(path))
     new = flatten_json(resolved_config(prep))
-    changed = [k for k in diff(old, new) if k not in RESUMABLE_KEYS]
+    # An option added after the directory was made is absent from its config.json; at its default it changes nothing.
+    defaults = flatten_json(to_dict(RunConfig()))
+    changed = [k for k in diff(old, new) if k not in RESUMABLE_KEYS
+               and not (k not in old and k in defaults and new.get(k) == defaults[k])]
     if changed:
         shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
         raise ValueError(f"{run_dir} was run with another config: {shown}; pass --overwrite to start afresh or pick another --out")
@@ -283,11 +326,11 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     ids, counts = assemble(g, cfg.mix, real, synth, tok.eot_id, rng)
     times["time/data_s"] = time.perf_counter() - t
     # --- model ----------------------------------------------------------------------------------------------
-    model = build_model(cfg.model, generator(cfg.seed, 0 if cfg.loop.init == "warm" else g, _INIT))
-    if g > 0 and cfg.loop.init == "warm":
-        model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, g - 1), "model.pt")))
+    model = initial_model(cfg, run_dir, g)
     model.to(device)
     steps = cfg.loop.first_steps if (g == 0 and cfg.loop.first_steps) else cfg.train.steps
+    if cfg.train.epochs:
+        steps = epoch_steps(cfg.train.epochs, len(ids), cfg.train.batch_size, cfg.model.block_size)
     # Dropout draws from torch's global generator: seed it per generation so runs (and resumes) reproduce, and per
     # rank under DDP so that ranks do not repeat one mask pattern (with dropout a DDP run matches one process in
     # distribution, not bit for bit).
@@ -316,13 +359,14 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     need = max(cfg.mix.synthetic_tokens(1), cfg.loop.measure_chars + 1)
     # bf16 decoding pays on CUDA; on a CPU the casts cost more than the small decode matmuls gain (scripts/bench.py)
     sample_amp = amp if device.type == "cuda" else None
+    prompts = prompt_blocks(prep.real.portion(0), cfg.sample.prompt_tokens) if cfg.sample.prompt_tokens else None
     docs_ids = sample_tokens(model, cfg.sample, tok.eot_id, need, lambda i: generator(cfg.seed, g, _SAMPLE, i),
-                             device, sample_amp, cfg.loop.progress and main, f"gen {g} sample")
+                             device, sample_amp, cfg.loop.progress and main, f"gen {g} sample", prompts)
     if not main:
         return rec
-    # Exactly the tokens the model emitted, in order: a document cut by sample.max_new_tokens gets no EOT, so the
-    # next generation is never taught an end of document the model did not produce.
-    ended = [len(d) < cfg.sample.max_new_tokens for d in docs_ids]
+    # Exactly the tokens the model emitted, in order: a document cut by sample.max_new_tokens (a continuation at its
+    # K tokens) gets no EOT, so the next generation is never taught an end of document the model did not produce.
+    ended = [len(d) < cfg.sample.doc_cap for d in docs_ids]
     stream = np.concatenate([np.append(d, tok.eot_id) if e else d for d, e in zip(docs_ids, ended)]).astype(np.int32)
     ck.write_npy(os.path.join(gdir, "ids.npy"), stream)
     docs = [tok.decode(d) for d in docs_ids]
@@ -337,7 +381,7 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     rec["samples/self_bpc"], _ = bpc_of(model, measured, measured_ended, tok, device, amp)
     ref = model
     if g > 0:  # Shumailov's measure: the generation-0 model's surprise at this generation's text
-        ref = build_model(cfg.model, generator(cfg.seed, 0, _INIT))
+        ref = build_model(cfg.model, generator(cfg.seed, 0, _INIT), scratch=True)
         ref.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, 0), "model.pt")))
         ref.to(device)
     rec["samples/ref_bpc"], per_doc = bpc_of(ref, measured, measured_ended, tok, device, amp)
@@ -355,10 +399,34 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     return rec
 
 
+def initial_model(cfg: RunConfig, run_dir: str, g: int) -> torch.nn.Module:
+    """The model generation g starts from (on the CPU), by loop.init (see the module docstring)."""
+    init = cfg.loop.init
+    if init == "scratch":
+        return build_model(cfg.model, generator(cfg.seed, g, _INIT), scratch=True)
+    if g == 0 or (init == "pretrained" and cfg.model.kind == "hf"):
+        return build_model(cfg.model, generator(cfg.seed, 0, _INIT))  # kind hf: the pretrained weights
+    # warm: model g−1; pretrained for the built-in GPT: generation 0's trained model. Built as an architecture only
+    # (kind hf: without reading the checkpoint's weights), then loaded.
+    model = build_model(cfg.model, generator(cfg.seed, 0, _INIT), scratch=True)
+    model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, g - 1 if init == "warm" else 0), "model.pt")))
+    return model
+
+
+def prompt_blocks(real: np.ndarray, k: int) -> np.ndarray:
+    """Consecutive K-token blocks (N, K) of a token stream (generation 0's real set), the tail shorter than K dropped:
+    the prompts of sample.prompt_tokens=K, the same every generation."""
+    n = len(real) // k
+    if n == 0:
+        raise ValueError(f"sample.prompt_tokens={k} exceeds the {len(real)} tokens of generation 0's real set")
+    return np.asarray(real[: n * k], dtype=np.int64).reshape(n, k)
+
+
 def sample_tokens(model, scfg: SampleConfig, eot_id: int, need: int, batch_generator, device, amp,
-                  progress: bool, desc: str) -> list[np.ndarray]:
+                  progress: bool, desc: str, prompts: np.ndarray | None = None) -> list[np.ndarray]:
     """Sample whole documents, sample.batch_size per batch, until their stream holds at least `need` tokens (EOTs
-    the model emitted counted). Returns the same documents on every rank.
+    the model emitted counted). Returns the same documents on every rank. With prompts (N, K), batch i continues
+    prompts i·batch_size, ... (taken in order, wrapping around), each by up to K tokens.
 
     Batch i draws from its own generator `batch_generator(i)`. Under torchrun rank r decodes batches r, r + W, ...
     and each round's batches are gathered in order, keeping exactly the batches one process would have kept."""
@@ -371,15 +439,20 @@ def sample_tokens(model, scfg: SampleConfig, eot_id: int, need: int, batch_gener
         bar = tqdm(total=need, desc=desc, unit="tok", leave=False, dynamic_ncols=True, mininterval=0.5)
     while have < need:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            mine = generate_documents(model, scfg.batch_size, scfg, eot_id, batch_generator(first + rank),
-                                      device=device)
+            if prompts is None:
+                mine = generate_documents(model, scfg.batch_size, scfg, eot_id, batch_generator(first + rank),
+                                          device=device)
+            else:
+                at = (np.arange(scfg.batch_size) + (first + rank) * scfg.batch_size) % len(prompts)
+                mine = generate_continuations(model, prompts[at], scfg, eot_id, batch_generator(first + rank),
+                                              device=device)
         mine = [np.asarray(d, dtype=np.int32) for d in mine]
         for batch in distributed.gather_objects(mine):  # batches first .. first + W − 1, in order
             if have >= need:
                 break  # a later rank's batch of the last round: one process would not have sampled it
             for d in batch:
                 docs.append(d)
-                have += len(d) + int(len(d) < scfg.max_new_tokens)  # tokens it adds to the stream (EOT if emitted)
+                have += len(d) + int(len(d) < scfg.doc_cap)  # tokens it adds to the stream (EOT if emitted)
         first += world
         if bar is not None:
             bar.update(min(need, have) - bar.n)
