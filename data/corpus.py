@@ -14,11 +14,14 @@ The split is by document: with n documents, a permutation seeded by `corpus.spli
 `corpus.val_fraction`) of them (at least 1, at most n − 1) in val; a boolean mask over document indices, so any
 stream of the documents can be split one document at a time. Train documents keep their source order. The val
 split never changes and is never trained on. Every corpus has a fingerprint (content hash plus split settings),
-recorded in config.json. Tested in tests/test_corpus.py and tests/test_sources.py.
+recorded in config.json. A corpus with its own held-out split (`corpus.val_path`, or `corpus.val_split` of a hub
+dataset, e.g. wikitext-2's test split) uses it as the val split instead: every document of the main source is then
+train. Tested in tests/test_corpus.py, tests/test_sources.py and tests/test_hf.py.
 """
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import hashlib
 import json
 import os
@@ -49,7 +52,9 @@ class CorpusConfig:
     hf_config: str = field(default="", metadata={"help": "hub dataset config name, e.g. wikitext-2-raw-v1 ('' = none)"})
     split: str = field(default="train", metadata={"help": "split of the hub dataset (a table file has only 'train'); our own train/val split is taken inside it"})
     doc_split: str = field(default="blank_lines", metadata={"help": "documents of .txt files are separated by blank_lines | one per file"})
-    val_fraction: float = field(default=0.1, metadata={"help": "share of documents held out as the fixed real val split"})
+    val_fraction: float = field(default=0.1, metadata={"help": "share of documents held out as the fixed real val split (unless corpus.val_path or corpus.val_split names a held-out split)"})
+    val_path: str = field(default="", metadata={"help": "the corpus's own held-out split, a local .txt file or folder or a table file: the fixed val split, all of the main source then being train"})
+    val_split: str = field(default="", metadata={"help": "hub dataset: its split used as the fixed val split, e.g. test or validation (all of corpus.split then being train)"})
     split_seed: int = field(default=0, metadata={"help": "seed of the train/val split (and of the synthetic splits)"})
     encoding_errors: str = field(default="strict", metadata={"help": "non-UTF-8 bytes: strict (refuse) | replace (with U+FFFD)"})
     cache_dir: str = field(default="", metadata={"help": "token cache (memory-mapped ids) and hub downloads ('' = $XDG_CACHE_HOME/closedloop or ~/.cache/closedloop)"})
@@ -75,6 +80,15 @@ class CorpusConfig:
             raise ValueError("corpus.text_column must not be empty")
         if self.hf and self.path:
             raise ValueError("pass either --corpus.hf=ID or --corpus.path=FILE, not both")
+        if self.val_path and self.val_split:
+            raise ValueError("pass either --corpus.val_path=FILE or --corpus.val_split=NAME, not both")
+        if self.val_split and self.resolved_kind != "hf":
+            raise ValueError("corpus.val_split names a split of a hub dataset (--corpus.hf=ID); for a local "
+                             "held-out file use --corpus.val_path=FILE")
+        if self.val_path and self.resolved_kind == "synthetic":
+            raise ValueError("corpus.val_path is a held-out split of a real corpus; the synthetic language has its own")
+        if self.val_split and self.val_split == self.split:
+            raise ValueError(f"corpus.val_split={self.val_split!r} is the training split corpus.split; name another")
 
     @property
     def resolved_kind(self) -> str:
@@ -171,19 +185,32 @@ def load_corpus(cfg: CorpusConfig) -> Corpus:
     kind = cfg.resolved_kind
     if kind == "synthetic":
         return _synthetic_corpus(cfg)
+    held_out = None
+    if cfg.val_path:  # a local held-out file, read like a corpus.path of its kind
+        vcfg = dataclasses.replace(cfg, path=cfg.val_path, hf="", kind="auto", split="train", val_path="", val_split="")
+        held_out = _source(vcfg, vcfg.resolved_kind)
+    elif cfg.val_split:
+        from data.hfcorpus import hub_source
+
+        held_out = hub_source(cfg, cfg.val_split)
+    return _finite(cfg, *_source(cfg, kind), held_out=held_out)
+
+
+def _source(cfg: CorpusConfig, kind: str):
+    """(name, content hash, batches, number of documents or None, where) of a finite source."""
     if kind == "hf":
         if not cfg.hf:
             raise ValueError("corpus.kind=hf needs --corpus.hf=DATASET_ID")
         from data.hfcorpus import hub_source
 
-        return _finite(cfg, *hub_source(cfg))
+        return hub_source(cfg)
     if not cfg.path:
         raise ValueError(f"corpus.kind={kind} needs --corpus.path=FILE_OR_DIR")
     if kind == "table":
         from data.hfcorpus import table_source
 
-        return _finite(cfg, *table_source(cfg))
-    return _finite(cfg, *_text_source(cfg))
+        return table_source(cfg)
+    return _text_source(cfg)
 
 
 def _synthetic_corpus(cfg: CorpusConfig) -> Corpus:
@@ -206,13 +233,31 @@ def split_mask(n_docs: int, val_fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def _finite(cfg: CorpusConfig, name: str, content_hash: str, batches, n_docs: int | None, where: str) -> Corpus:
-    """A finite corpus from a source: count its documents (once per content, cached) and split them."""
+def _finite(cfg: CorpusConfig, name: str, content_hash: str, batches, n_docs: int | None, where: str,
+            held_out=None) -> Corpus:
+    """A finite corpus from a source: count its documents (once per content, cached) and split them. With a
+    held-out source (a tuple like the main source's), every main document is train and every held-out one val:
+    the two are read as one stream, the main source first."""
     fp = _hash(f"{content_hash}:{cfg.doc_split}:{cfg.split_seed}:{cfg.val_fraction}:{cfg.encoding_errors}")
     if n_docs is None:
         n_docs = _cached_count(cfg.resolved_cache_dir, f"{content_hash}:{cfg.doc_split}:{cfg.encoding_errors}", batches)
     if n_docs == 0:
         raise ValueError(f"{where} holds no text (empty)")
+    if held_out is not None:
+        _, val_hash, val_batches, n_val, val_where = held_out
+        if n_val is None:
+            n_val = _cached_count(cfg.resolved_cache_dir, f"{val_hash}:{cfg.doc_split}:{cfg.encoding_errors}",
+                                  val_batches)
+        if n_val == 0:
+            raise ValueError(f"{val_where} (the held-out split) holds no text (empty)")
+
+        def both() -> Iterator[list[str]]:
+            yield from batches()
+            yield from val_batches()
+
+        fp = _hash(f"{content_hash}:{val_hash}:held-out:{cfg.doc_split}:{cfg.encoding_errors}")
+        mask = np.concatenate([np.zeros(n_docs, dtype=bool), np.ones(n_val, dtype=bool)])
+        return Corpus(name=name, fingerprint=fp, batches=both, val_mask=mask)
     if n_docs < 2:
         raise ValueError(
             f"{where} holds a single document, too few for the val split (the train/val split is by document); "

@@ -1,7 +1,8 @@
 """Corpora read through Hugging Face `datasets`: local table files and hub datasets, one document per row.
 
 - `table_source(cfg)`: a local .jsonl/.json/.csv/.parquet file (`corpus.path`), text in `corpus.text_column`.
-- `hub_source(cfg)`: a hub dataset `corpus.hf` with `corpus.hf_config` and `corpus.split`, downloaded once into
+- `hub_source(cfg, split)`: a hub dataset `corpus.hf` with `corpus.hf_config` and `corpus.split` (or `split`: the
+  held-out `corpus.val_split`), downloaded once into
   `<corpus.cache_dir>/hf`. With no network the hub is not retried: a quick connection probe fails, the offline
   mode of `datasets` is switched on (a dataset already in the cache still loads), and anything else fails at once
   with one line naming the id and saying how to pass a local file instead.
@@ -102,7 +103,9 @@ def table_source(cfg):
     return name, content, _row_batches(ds, cfg.text_column), len(ds), where
 
 
-def hub_source(cfg):
+def hub_source(cfg, split: str | None = None):
+    """The hub dataset's split `split` (default corpus.split) as a source."""
+    split = split or cfg.split
     online = hub_reachable()
     if not online:
         set_offline()
@@ -117,10 +120,11 @@ def hub_source(cfg):
                 f"({_first_line(e)}); download it where there is a network, or pass a local file with "
                 "--corpus.path=FILE (.txt, .jsonl, .json, .csv or .parquet)") from None
         raise ValueError(f"cannot load {where}: {_first_line(e)}") from None
-    if cfg.split not in dd:
-        raise ValueError(f"corpus.split={cfg.split!r} does not exist in {where}; it has: {', '.join(dd)}")
-    ds = dd[cfg.split]
+    if split not in dd:
+        option = "corpus.split" if split == cfg.split else "corpus.val_split"
+        raise ValueError(f"{option}={split!r} does not exist in {where}; it has: {', '.join(dd)}")
+    ds = dd[split]
     _check_column(ds, cfg.text_column, where)
-    content = f"hf:{cfg.hf}:{cfg.hf_config}:{cfg.split}:{cfg.text_column}:{ds._fingerprint}"
+    content = f"hf:{cfg.hf}:{cfg.hf_config}:{split}:{cfg.text_column}:{ds._fingerprint}"
     name = cfg.hf.rstrip("/").split("/")[-1]
     return name, content, _row_batches(ds, cfg.text_column), len(ds), where

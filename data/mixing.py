@@ -37,7 +37,7 @@ _SCAN = 1 << 16  # tokens read at a time when looking for the next document star
 @dataclass
 class MixConfig:
     fresh_fraction: float = field(default=0.0, metadata={"help": "λ: share of real tokens in generations >= 1 (0 = fully synthetic)"})
-    tokens_per_generation: int = field(default=100_000, metadata={"help": "B: tokens in one generation's training set"})
+    tokens_per_generation: int = field(default=100_000, metadata={"help": "B: tokens in one generation's training set; 0 = the whole real train split of a finite corpus (resolved when the run starts)"})
     workflow: str = field(default="replace", metadata={"help": "replace | accumulate | accumulate-subsample"})
     real_data: str = field(default="fresh", metadata={"help": "fresh (never used before in this run) | fixed (generation 0's real set)"})
     allow_reuse: bool = field(default=False, metadata={"help": "fresh real data from a finite corpus wrap around to its start when it runs out (else the run is refused)"})
@@ -46,8 +46,9 @@ class MixConfig:
     def __post_init__(self):
         if not 0.0 <= self.fresh_fraction <= 1.0:
             raise ValueError(f"mix.fresh_fraction must be in [0, 1], got {self.fresh_fraction}")
-        if self.tokens_per_generation < 1:
-            raise ValueError(f"mix.tokens_per_generation must be >= 1, got {self.tokens_per_generation}")
+        if self.tokens_per_generation < 0:
+            raise ValueError(f"mix.tokens_per_generation must be >= 1 (0 = the whole real train split), got "
+                             f"{self.tokens_per_generation}")
         if self.workflow not in WORKFLOWS:
             raise ValueError(f"mix.workflow must be one of {', '.join(WORKFLOWS)}, got {self.workflow!r}")
         if self.real_data not in ("fresh", "fixed"):

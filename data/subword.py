@@ -140,6 +140,9 @@ class PretrainedTokenizer(_RustTokenizer):
     def __init__(self, hf, name: str):
         if not getattr(hf, "is_fast", False):
             raise ValueError(f"tokenizer.name={name!r} has no fast (Rust) tokenizer; pass one that does")
+        if hf.backend_tokenizer.get_vocab_size(with_added_tokens=False) == 0:  # transformers 5 builds an empty one
+            raise ValueError(f"tokenizer.name={name!r} has no vocabulary (no tokenizer files there?); pass a folder "
+                             "holding the tokenizer's files")
         if hf.eos_token_id is None:
             hf.add_special_tokens({"eos_token": _EOT})
         self.hf, self.name = hf, name

@@ -29,7 +29,7 @@ _UNK = "<|unk|>"
 
 @dataclass
 class TokenizerConfig:
-    kind: str = field(default="char", metadata={"help": "char (one id per character seen in real train) | bpe (byte-level BPE trained on real train) | pretrained (tokenizer.name)"})
+    kind: str = field(default="auto", metadata={"help": "auto (char for model.kind=gpt; for model.kind=hf the model's own: pretrained, named model.name) | char (one id per character seen in real train) | bpe (byte-level BPE trained on real train) | pretrained (tokenizer.name)"})
     unknown: str = field(
         default="auto",
         metadata={"help": "char: characters absent from real train: replace (with an UNK id) | error | auto "
@@ -40,8 +40,8 @@ class TokenizerConfig:
     fit_chars: int = field(default=100_000_000, metadata={"help": "char/bpe are fitted on the first this many characters of real train (0 = all of it)"})
 
     def __post_init__(self):
-        if self.kind not in ("char", "bpe", "pretrained"):
-            raise ValueError(f"tokenizer.kind must be char, bpe or pretrained, got {self.kind!r}")
+        if self.kind not in ("auto", "char", "bpe", "pretrained"):
+            raise ValueError(f"tokenizer.kind must be auto, char, bpe or pretrained, got {self.kind!r}")
         if self.unknown not in ("auto", "replace", "error"):
             raise ValueError(f"tokenizer.unknown must be auto, replace or error, got {self.unknown!r}")
         if self.vocab_size < 260 or self.vocab_size > 1 << 20:
@@ -192,6 +192,7 @@ def build_tokenizer(cfg: TokenizerConfig, train_docs: Iterable[str], closed_alph
         from data.subword import PretrainedTokenizer
 
         return PretrainedTokenizer.from_name(cfg.name)
+    # kind auto is resolved by the run (training/loop.py: the model's own tokenizer for model.kind=hf); alone it is char
     unknown = cfg.unknown if cfg.unknown != "auto" else ("error" if closed_alphabet else "replace")
     return CharTokenizer.fit(train_docs, unknown)
 

@@ -81,6 +81,13 @@ class KVCache:
         """Forget the cached tokens (the memory is kept and simply overwritten)."""
         self.pos = 0
 
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep rows `rows` (R,) long of the cache, in that order (beam search; R may differ from batch_size).
+        New tensors: a cache marked static for compiled decoding is never reordered (beams decode eagerly)."""
+        self.k = self.k.index_select(1, rows)
+        self.v = self.v.index_select(1, rows)
+        self.batch_size = int(rows.numel())
+
 
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout, skipped when it is the identity (p = 0 or eval): its call costs ~3 µs, 9 times per decode step."""

@@ -1,10 +1,16 @@
-"""Sampling documents from a GPT: next-token rule, batched KV-cache decoding, and a slow reference.
+"""Sampling from a model of models/ (the built-in GPT or the HF adapter): next-token rule, batched KV-cache
+decoding, prompted continuations, and a slow reference.
 
     docs = generate_documents(model, 100, SampleConfig(temperature=0.8), eot_id, torch.Generator().manual_seed(0))
+    conts = generate_continuations(model, prompts, SampleConfig(prompt_tokens=64), eot_id, generator)  # (N, 64)
 
 Every document starts from the prompt [eot_id] (EOT doubles as BOS) and ends when the model emits
 EOT (not kept) or after `max_new_tokens` tokens. Up to `batch_size` documents decode together: one
-prefill, then one token per step from a preallocated KV cache.
+prefill, then one token per step from a preallocated KV cache. A prompted continuation starts from its K-token
+prompt (no EOT before it) and has exactly K tokens unless the model emits EOT first (it ends there, EOT not kept).
+sample.repetition_penalty reshapes the logits before the sampling rule; sample.num_beams > 1 decodes by beam
+search instead (deterministic, no random draws): both in models/decoding.py. At their defaults (1) neither runs, and
+the random stream is consumed exactly as before they existed.
 
 Context policy (shared by both paths, so they agree exactly): the model sees at most block_size
 tokens. When appending a token would make the context block_size + 1 tokens long, the context is cut
@@ -41,6 +47,7 @@ Tested by `pytest tests/test_sampling.py`.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -49,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models.decoding import apply_repetition_penalty, beam_decode
 from models.gpt import KVCache
 
 CHECK_EVERY = 16  # decode steps between host-side "all finished?" checks (each check syncs)
@@ -65,6 +73,9 @@ class SampleConfig:
     max_batch_memory_mb: int = field(default=0, metadata={"help": "automatic batch size: the most documents whose KV cache and decode buffers fit in this many MiB (estimate from the model's dimensions; never above sample.batch_size); 0 = off"})
     compile: str = field(default="auto", metadata={"help": "torch.compile the one-token decode step (CUDA graphs on CUDA): auto (on CUDA only) | true (also on a CPU) | false"})
     kv_dtype: str = field(default="auto", metadata={"help": "KV cache dtype: auto (bf16 under CUDA autocast, else the model's: fp32) | fp32 (exact: the cached path matches the full recompute) | fp16 | bf16 (opt-in: keys/values rounded as stored; attention computes in the model's dtype)"})
+    num_beams: int = field(default=1, metadata={"help": "beam search with this many beams: deterministic, the most likely continuation (temperature, top_k, top_p unused); 1 = sampling"})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "CTRL/HF penalty θ on ids already in the context: positive logits / θ, negative × θ; 1 = off"})
+    prompt_tokens: int = field(default=0, metadata={"help": "K > 0: prompted generation: each K-token block of generation 0's real training text is continued by up to K tokens (the continuations are the samples; sample.max_new_tokens unused); 0 = unconditional documents"})
 
     def __post_init__(self):
         if not self.temperature >= 0:
@@ -83,6 +94,17 @@ class SampleConfig:
             raise ValueError(f"sample.compile must be auto, true or false, got {self.compile!r}")
         if self.kv_dtype not in KV_DTYPES:
             raise ValueError(f"sample.kv_dtype must be one of {', '.join(KV_DTYPES)}, got {self.kv_dtype!r}")
+        if self.num_beams < 1:
+            raise ValueError(f"sample.num_beams must be >= 1 (1 = sampling), got {self.num_beams}")
+        if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
+            raise ValueError(f"sample.repetition_penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty}")
+        if self.prompt_tokens < 0:
+            raise ValueError(f"sample.prompt_tokens must be >= 0 (0 = unconditional documents), got {self.prompt_tokens}")
+
+    @property
+    def doc_cap(self) -> int:
+        """The most tokens one sample can have: K for prompted continuations, else max_new_tokens."""
+        return self.prompt_tokens or self.max_new_tokens
 
 
 def bytes_per_row(model_cfg, max_new_tokens: int, elem_bytes: int = 4) -> int:
@@ -243,9 +265,9 @@ def _static_step(model: nn.Module, cfg: SampleConfig, device: torch.device) -> _
     return None if step.failed and cfg.compile == "auto" else step
 
 
-def _to_documents(tokens: torch.Tensor, eot_id: int) -> list[np.ndarray]:
-    """(B, 1 + n) ids on any device, prompt first -> per row the tokens before the first EOT."""
-    gen = tokens[:, 1:].cpu().numpy().astype(np.int64)
+def _to_documents(tokens: torch.Tensor, eot_id: int, prompt_len: int = 1) -> list[np.ndarray]:
+    """(B, prompt_len + n) ids on any device, prompt first -> per row the new tokens before the first EOT."""
+    gen = tokens[:, prompt_len:].cpu().numpy().astype(np.int64)
     docs = []
     for row in gen:
         ends = np.flatnonzero(row == eot_id)
@@ -255,18 +277,31 @@ def _to_documents(tokens: torch.Tensor, eot_id: int) -> list[np.ndarray]:
 
 def _decode_batch(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int,
                   generator: torch.Generator, device: torch.device, use_cache: bool,
-                  stop_at_eot: bool = True, static: _StaticStep | None = None) -> torch.Tensor:
-    """Decode n rows from the prompt [eot_id]. Returns ids (n, 1 + steps) with the prompt first.
+                  stop_at_eot: bool = True, static: _StaticStep | None = None,
+                  prompts: torch.Tensor | None = None) -> torch.Tensor:
+    """Decode n rows from the prompt [eot_id], or from `prompts` (n, K) long on `device` (then up to K new
+    tokens). Returns ids (n, prompt length + steps) with the prompt first.
 
     use_cache=False is the slow reference: full recompute of the current context every step.
     stop_at_eot=False always decodes max_new_tokens steps (benchmarks: a fixed amount of work).
     static: the compiled one-token step (see `_static_step`); None = the eager dynamic forward.
+    sample.num_beams > 1 hands the batch to beam search (models/decoding.py: deterministic, no draws).
     """
+    if prompts is None:
+        prompts = torch.full((n, 1), eot_id, dtype=torch.long, device=device)
+        max_new = cfg.max_new_tokens
+    else:
+        max_new = prompts.size(1)  # a K-token prompt is continued by up to K tokens
+    if cfg.num_beams > 1:
+        kv = kv_cache_dtype(cfg, model, device) if use_cache else None
+        return beam_decode(model, prompts, max_new, cfg.num_beams, eot_id, cfg.repetition_penalty, use_cache, kv,
+                           stop_at_eot)
     block = model.config.block_size
     half = block // 2
-    tokens = torch.empty(n, 1 + cfg.max_new_tokens, dtype=torch.long, device=device)
-    tokens[:, 0] = eot_id
-    length, start = 1, 0  # tokens[:, :length] so far; the model's context is tokens[:, start:length]
+    P = prompts.size(1)
+    tokens = torch.empty(n, P + max_new, dtype=torch.long, device=device)
+    tokens[:, :P] = prompts
+    length, start = P, 0  # tokens[:, :length] so far; the model's context is tokens[:, start:length]
     done = torch.zeros(n, dtype=torch.bool, device=device)
     strict = cfg.compile == "true"
     if static is not None and static.failed and not strict:
@@ -294,12 +329,14 @@ def _decode_batch(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int,
         return model(new[:, None], kv_cache=cache)[:, -1]
 
     logits = logits_now(None)
-    for step in range(1, cfg.max_new_tokens + 1):
+    for step in range(1, max_new + 1):
+        if cfg.repetition_penalty != 1.0:  # before temperature, top-k and top-p, as in HF
+            logits = apply_repetition_penalty(logits, tokens[:, start:length], cfg.repetition_penalty)
         nxt = sample_next_token(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (n,)
         tokens[:, length] = nxt
         length += 1
         done |= nxt == eot_id  # finished rows keep decoding; their tokens after EOT are dropped
-        if step == cfg.max_new_tokens or (stop_at_eot and step % CHECK_EVERY == 0 and bool(done.all())):
+        if step == max_new or (stop_at_eot and step % CHECK_EVERY == 0 and bool(done.all())):
             break
         if length - start > block:  # context would exceed block_size: keep its last half
             start = length - half
@@ -325,11 +362,16 @@ def _decoding(model: nn.Module, cfg: SampleConfig, generator: torch.Generator, d
         model.train(was_training)
 
 
-def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache):
+def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache, prompts=None):
+    if prompts is not None:
+        n_docs = len(prompts)
     if n_docs < 0:
         raise ValueError(f"number of documents must be >= 0, got {n_docs}")
     if not 0 <= eot_id < model.config.vocab_size:
         raise ValueError(f"eot_id {eot_id} is outside the vocabulary of size {model.config.vocab_size}")
+    if prompts is not None and not 1 <= prompts.shape[1] <= model.config.block_size // 2:
+        raise ValueError(f"prompts of {prompts.shape[1]} tokens: a prompt and its continuation of as many tokens "
+                         f"must fit model.block_size={model.config.block_size}, so 1 <= K <= block_size // 2")
     docs: list[np.ndarray] = []
     with _decoding(model, cfg, generator, device, use_cache) as (device, generator, static):
         elem = (kv_cache_dtype(cfg, model, device) if use_cache
@@ -337,8 +379,10 @@ def _generate(model, n_docs, cfg, eot_id, generator, device, use_cache):
         batch_size = auto_batch_size(model.config, cfg, elem)
         for first in range(0, n_docs, batch_size):
             n = min(batch_size, n_docs - first)
-            ids = _decode_batch(model, n, cfg, eot_id, generator, device, use_cache, static=static)
-            docs.extend(_to_documents(ids, eot_id))
+            rows = None if prompts is None else \
+                torch.as_tensor(np.asarray(prompts[first:first + n], dtype=np.int64), device=device)
+            ids = _decode_batch(model, n, cfg, eot_id, generator, device, use_cache, static=static, prompts=rows)
+            docs.extend(_to_documents(ids, eot_id, 1 if rows is None else rows.size(1)))
     return docs
 
 
@@ -347,6 +391,14 @@ def generate_documents(model: nn.Module, n_docs: int, cfg: SampleConfig, eot_id:
     """Sample n_docs documents (int64 token ids, EOT not included) with a KV cache, batch_size at a
     time. device defaults to the model's."""
     return _generate(model, n_docs, cfg, eot_id, generator, device, use_cache=True)
+
+
+def generate_continuations(model: nn.Module, prompts: np.ndarray, cfg: SampleConfig, eot_id: int,
+                           generator: torch.Generator, device=None) -> list[np.ndarray]:
+    """Prompted generation: prompts (N, K) int -> per prompt its continuation of up to K tokens (exactly K unless
+    the model emits EOT first: the continuation ends there, EOT not included), batch_size prompts at a time, with
+    the KV cache. The prompt is the context (no EOT before it); K <= model.block_size // 2."""
+    return _generate(model, len(prompts), cfg, eot_id, generator, device, use_cache=True, prompts=prompts)
 
 
 def decode(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int, generator: torch.Generator,
@@ -360,7 +412,8 @@ def decode(model: nn.Module, n: int, cfg: SampleConfig, eot_id: int, generator: 
 
 
 def generate_reference(model: nn.Module, n_docs: int, cfg: SampleConfig, eot_id: int,
-                       generator: torch.Generator, device=None) -> list[np.ndarray]:
+                       generator: torch.Generator, device=None, prompts: np.ndarray | None = None) -> list[np.ndarray]:
     """Slow reference for tests: no cache, full recompute each step, same context policy and the
-    same generator consumption, so it matches generate_documents token for token (fp32)."""
-    return _generate(model, n_docs, cfg, eot_id, generator, device, use_cache=False)
+    same generator consumption, so it matches generate_documents (or, with prompts, generate_continuations)
+    token for token (fp32)."""
+    return _generate(model, n_docs, cfg, eot_id, generator, device, use_cache=False, prompts=prompts)

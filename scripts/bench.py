@@ -11,7 +11,9 @@ Same model dimensions for every implementation (vocab 65, a char model):
   the whole context every step (decode(use_cache=False), nanoGPT's way); `hf` = transformers
   GPT2LMHeadModel with identical n_layer, n_head, n_embd, n_positions, vocab (dropout 0) and
   generate(do_sample=True, use_cache=True, top_k=0, max_new_tokens=N, min_new_tokens=N, no EOS), i.e. pure
-  temperature-1 sampling. Batches 1, 64 and the largest whose KV cache fits --mem-cap-mb
+  temperature-1 sampling; `adapter` = that same HF model (saved and reloaded with model.kind=hf, the same
+  weights) decoded by our sampler through models/hf.py (HF's DynamicCache, eager), at batch 64 only: ours against
+  `generate` on one model. Batches 1, 64 and the largest whose KV cache fits --mem-cap-mb
   (models.sampling.auto_batch_size). `ours` runs with the defaults: sample.compile=auto (the decode step compiled
   and replayed as a CUDA graph on CUDA, eager on a CPU) and sample.kv_dtype=auto (bf16 on CUDA, fp32 on a CPU);
   one row at batch 64 adds top-k 40 and top-p 0.9, to show what the filters cost, and on CUDA one the exact fp32
@@ -153,6 +155,16 @@ def hf(dims: dict, block: int, device):
     return GPT2LMHeadModel(cfg).to(device)
 
 
+def adapter(m_hf, block: int, device):
+    """The HF model m_hf behind our contract (models/hf.py), loaded as model.kind=hf from a saved copy."""
+    from models import ModelConfig
+
+    with tempfile.TemporaryDirectory() as d:
+        m_hf.save_pretrained(d)
+        cfg = ModelConfig(kind="hf", name=d, block_size=block, vocab_size=VOCAB)
+        return build_model(cfg, torch.Generator().manual_seed(0)).to(device).eval()
+
+
 def amp_ctx(device: torch.device, dtype: str = "auto"):
     """bf16 autocast for dtype bf16 (auto: on CUDA, as the trainer does), else nothing (fp32)."""
     if dtype == "bf16" or (dtype == "auto" and device.type == "cuda"):
@@ -184,7 +196,7 @@ def bench_sample(impl: str, model, batch: int, new: int, device, compile_: str =
             cfg = SampleConfig(temperature=1.0, max_new_tokens=new, batch_size=batch, compile=compile_, top_k=top_k,
                                top_p=top_p, kv_dtype=kv_dtype)
             out = decode(model, batch, cfg, 0, torch.Generator().manual_seed(0), device=device,
-                         use_cache=impl == "ours", stop_at_eot=False)
+                         use_cache=impl != "nocache", stop_at_eot=False)
         sync(device)
         seconds = time.perf_counter() - t
     if out.shape != (batch, 1 + new):
@@ -320,11 +332,12 @@ def main(argv=None) -> dict:
     plan = [(impl, b, {}) for b in batches for impl in ("ours", "nocache", "hf")
             # full recompute at hundreds of rows takes minutes on a CPU; the ratio is seen at 64
             if not (impl == "nocache" and b > 64 and not cuda and not args.quick)]
+    plan.append(("adapter", 64 if not args.quick else 8, {}))
     if not args.quick:
         if cuda:  # the exact path beside the bf16-cache default
             plan.append(("ours", 64, {"kv_dtype": "fp32"}))
         plan.append(("ours", 64, {"top_k": 40, "top_p": 0.9}))  # what the filters cost against pure temperature
-    models = {"ours": m_ours, "nocache": m_ours, "hf": m_hf}
+    models = {"ours": m_ours, "nocache": m_ours, "hf": m_hf, "adapter": adapter(m_hf, s_block, device)}
     sample = []
     for impl, b, opts in plan:
         # Warm-up: kernels, compilation, CUDA graph capture, and for ours and HF one whole decode of the same length,
@@ -334,7 +347,7 @@ def main(argv=None) -> dict:
         sample.append(bench_sample(impl, models[impl], b, new, device, **opts))
         print(f"sample {impl:8s} batch {b:5d} {opts or ''}: {sample[-1]['tokens_per_s']:10.0f} tok/s",
               file=sys.stderr)
-    del m_ours, m_hf
+    del m_ours, m_hf, models
     fpt = ours(dims, t_block, "cpu").flops_per_token()
     # (impl, train.dtype, train.compile): the trainer's defaults (fp32 eager on a CPU; bf16 compiled on CUDA) against
     # the HF loop in the same dtype.

@@ -161,3 +161,21 @@ def test_auto_kind_resolution():
     assert CorpusConfig().resolved_kind == "synthetic"
     assert CorpusConfig(path="x.txt").resolved_kind == "text"
     assert CorpusConfig(kind="synthetic", path="x.txt").resolved_kind == "synthetic"
+
+
+def test_held_out_val_path_is_the_val_split(tmp_path):
+    """corpus.val_path: every document of corpus.path is train, every document of the held-out file val."""
+    train = [f"train doc {i}." for i in range(7)]
+    held = [f"held-out doc {i}." for i in range(3)]
+    (tmp_path / "train.txt").write_text("\n\n".join(train), encoding="utf-8")
+    (tmp_path / "test.txt").write_text("\n\n".join(held), encoding="utf-8")
+    cfg = CorpusConfig(path=str(tmp_path / "train.txt"), val_path=str(tmp_path / "test.txt"),
+                       cache_dir=str(tmp_path / "cache"))
+    c = load_corpus(cfg)
+    assert c.train_docs == train and c.val_docs == held
+    plain = load_corpus(CorpusConfig(path=str(tmp_path / "train.txt"), cache_dir=str(tmp_path / "cache")))
+    assert plain.fingerprint != c.fingerprint and len(plain.val_docs) == 1
+    with pytest.raises(ValueError, match="corpus.val_split names a split of a hub dataset"):
+        CorpusConfig(path="x.txt", val_split="test")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_corpus(CorpusConfig(path=str(tmp_path / "train.txt"), val_path=str(tmp_path / "none.txt")))

@@ -19,7 +19,7 @@ EOT = 9
 @pytest.mark.parametrize("kw,option", [
     ({"fresh_fraction": -0.1}, "mix.fresh_fraction"),
     ({"fresh_fraction": 1.01}, "mix.fresh_fraction"),
-    ({"tokens_per_generation": 0}, "mix.tokens_per_generation"),
+    ({"tokens_per_generation": -1}, "mix.tokens_per_generation"),  # 0 = the whole real train split
     ({"workflow": "mix"}, "mix.workflow"),
     ({"real_data": "old"}, "mix.real_data"),
     ({"cut_samples": "mark"}, "mix.cut_samples"),

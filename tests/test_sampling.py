@@ -15,7 +15,7 @@ import torch.nn as nn
 from models import sampling
 from models.gpt import GPT, GPTConfig, KVCache
 from models.sampling import (SampleConfig, auto_batch_size, bytes_per_row, decode, generate_documents,
-                             generate_reference, sample_next_token)
+                             _to_documents, generate_reference, sample_next_token)
 
 V = 50
 EOT = 0
@@ -473,3 +473,84 @@ def test_memory_cap_splits_into_smaller_batches_same_documents():
 def test_config_validation_names_the_option(kw, option):
     with pytest.raises(ValueError, match=option):
         SampleConfig(**kw)
+
+
+# ---- repetition penalty and beam search (models/decoding.py) -----------------------------------------------------
+
+def test_repetition_penalty_is_the_ctrl_definition():
+    from models.decoding import apply_repetition_penalty
+
+    logits = torch.tensor([[2.0, -1.0, 0.5, -3.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    context = torch.tensor([[0, 1, 1], [4, 4, 4]])  # repeats count once
+    out = apply_repetition_penalty(logits, context, 2.0)
+    torch.testing.assert_close(out, torch.tensor([[1.0, -2.0, 0.5, -3.0, 0.0], [1.0, 1.0, 1.0, 1.0, 0.5]]),
+                               rtol=0, atol=0)
+    assert apply_repetition_penalty(logits, context, 1.0) is logits
+
+
+def test_repetition_penalty_in_decoding_and_default_stream_unchanged():
+    model = varied_gpt(2)
+    base = generate_documents(model, 6, SampleConfig(max_new_tokens=40), EOT, gen(1))
+    same = generate_documents(model, 6, SampleConfig(max_new_tokens=40, repetition_penalty=1.0), EOT, gen(1))
+    assert all(np.array_equal(a, b) for a, b in zip(base, same))
+    greedy = SampleConfig(temperature=0, max_new_tokens=40)
+    plain = decode(model, 2, greedy, EOT, gen(0), stop_at_eot=False)
+    pen = decode(model, 2, SampleConfig(temperature=0, max_new_tokens=40, repetition_penalty=5.0), EOT, gen(0),
+                 stop_at_eot=False)
+    # a strong penalty leaves fewer repeats in each row's greedy path
+    assert all(len(set(p.tolist())) >= len(set(q.tolist())) for p, q in zip(pen, plain)) and not torch.equal(pen, plain)
+    ref = generate_reference(model, 3, SampleConfig(max_new_tokens=40, repetition_penalty=1.5), EOT, gen(4))
+    fast = generate_documents(model, 3, SampleConfig(max_new_tokens=40, repetition_penalty=1.5), EOT, gen(4))
+    assert all(np.array_equal(a, b) for a, b in zip(ref, fast))
+
+
+class Bigram(nn.Module):
+    """Mock model whose next-token logits depend only on the last token: logits = table[last] (V, V)."""
+
+    def __init__(self, table, block_size=64):
+        super().__init__()
+        self.table = table
+        V = table.size(0)
+        self.config = GPTConfig(vocab_size=V, block_size=block_size, n_layer=1, n_head=1, n_embd=1)
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def new_kv_cache(self, batch_size, device=None, dtype=None):
+        return KVCache(self.config, batch_size, device, dtype)
+
+    def forward(self, idx, targets=None, kv_cache=None, reduction="mean"):
+        if kv_cache is not None:
+            kv_cache.pos += idx.size(1)
+        return self.table[idx]  # (B, T, V)
+
+
+def test_beam_search_finds_the_likelier_sequence_and_one_beam_is_greedy():
+    from models.decoding import beam_decode
+
+    # From token 1: token 2 (p .6) then token 2 again (p .2) or any of 3..9, or token 3 (p .4) then surely token 4.
+    V = 10
+    p = torch.full((V, V), 1e-9)
+    p[1, 2], p[1, 3] = 0.6, 0.4
+    p[2, 3:] = 0.8 / 7
+    p[2, 2] = 0.2
+    p[3, 4] = 1.0
+    p[4, 5] = 1.0
+    p[5:, 5] = 1.0
+    model = Bigram((p / p.sum(1, keepdim=True)).log())
+    prompts = torch.tensor([[1], [1]])
+    greedy = torch.cat([prompts, torch.tensor([[2, 2], [2, 2]])], 1)
+    one = beam_decode(model, prompts, 2, 1, eot_id=0)
+    five = beam_decode(model, prompts, 2, 5, eot_id=0)
+    assert torch.equal(one, greedy)  # log .6 + log .2 = -2.12 nats
+    assert torch.equal(five, torch.tensor([[1, 3, 4], [1, 3, 4]]))  # log .4 = -0.92 nats: more likely
+    # Built-in GPT: one beam equals greedy up to the first EOT, cached equals recompute, and no draws.
+    model = varied_gpt(3)
+    g = gen(7)
+    state = g.get_state()
+    docs = generate_documents(model, 4, SampleConfig(temperature=0, max_new_tokens=30), EOT, g)
+    beams1 = beam_decode(model, torch.full((4, 1), EOT), 30, 1, EOT)
+    assert all(np.array_equal(a, b) for a, b in zip(docs, _to_documents(beams1, EOT)))
+    cfg5 = SampleConfig(max_new_tokens=30, num_beams=5)
+    b5 = generate_documents(model, 3, cfg5, EOT, g)
+    assert torch.equal(g.get_state(), state)  # beam search and greedy draw nothing
+    ref5 = generate_reference(model, 3, cfg5, EOT, gen(8))
+    assert all(np.array_equal(a, b) for a, b in zip(b5, ref5)) and all(np.array_equal(b5[0], d) for d in b5)

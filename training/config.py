@@ -1,6 +1,6 @@
 """Config machinery: dotted overrides, `--help` text, flattening and diffs of nested config dataclasses.
 
-Every component owns one dataclass (GPTConfig in models/gpt.py, SampleConfig in models/sampling.py, ...) whose
+Every component owns one dataclass (ModelConfig in models/__init__.py, SampleConfig in models/sampling.py, ...) whose
 fields carry `metadata={"help": ...}` and whose `__post_init__` validates and names the option at fault.
 This module knows nothing of those classes: it walks any nested dataclass. Tested in tests/test_config.py.
 """

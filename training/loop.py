@@ -4,17 +4,28 @@
 everything that can be wrong with the user's input before anything is written; `run_loop(prep, run_dir)` runs the
 generations, resumable: a generation whose folder has a DONE marker is never redone. Per generation g:
 
-    mix (data/mixing.py) -> init (warm: model g−1 | scratch) -> train (the budget of `loop.budget`)
-    -> evaluate on the fixed real val windows -> sample at T (kept as token ids: the next generation's synthetic
-    share and this generation's measures) -> measure the samples -> metrics.jsonl + TensorBoard -> model.pt -> DONE
+    mix (data/mixing.py) -> init (warm: model g−1 | scratch | pretrained) -> train (the budget of `loop.budget`,
+    or train.epochs) -> evaluate on the fixed real val windows -> sample at T (kept as token ids: the next
+    generation's synthetic share and this generation's measures; unconditional documents, or with
+    sample.prompt_tokens=K continuations of K-token blocks of generation 0's real set) -> measure the samples
+    -> metrics.jsonl + TensorBoard -> model.pt -> DONE
+
+The model is the built-in GPT (model.kind=gpt) or any Hugging Face causal LM (model.kind=hf, model.name; its own
+tokenizer becomes the run's: tokenizer.kind=auto resolves to pretrained with that name). loop.init picks where each
+generation starts: `warm` from model g−1 (generation 0: a seeded init, or for kind hf the pretrained weights);
+`scratch` new weights every generation (seeded per generation; for kind hf the checkpoint's architecture);
+`pretrained` every generation from the same start: for kind hf the checkpoint's pretrained weights (Shumailov et
+al.'s protocol), for kind gpt generation 0's trained weights (generation 0 plays the part of pretraining on real
+text).
 
 Training budget per generation (`train_steps`), as the protocols define it: `steps` trains a fixed number of
 optimizer steps (generation 0's `loop.first_steps` at generation 0 and at every `scratch` generation, which starts
-from new weights as generation 0 did; `train.steps` at later `warm` generations); `epochs` scales those steps by
+from new weights as generation 0 did; `train.steps` at later generations); `epochs` scales those steps by
 the generation's pool (steps × pool tokens / mix.tokens_per_generation: the same epochs over a pool that grows);
 `auto` is `epochs` under `accumulate` (Gerstgrasser et al. 2024: each model trained over all accumulated data) and
-`steps` under `replace` and `accumulate-subsample` (Kazdan et al. 2024: compute held fixed). The directory is held
-by a lock (training/runlock.py) while the loop runs; config.json records the resolved numerics
+`steps` under `replace` and `accumulate-subsample` (Kazdan et al. 2024: compute held fixed). `train.epochs=E`
+instead trains E epochs over each generation's training set, whatever its size (Shumailov et al.'s recipe). The
+directory is held by a lock (training/runlock.py) while the loop runs; config.json records the resolved numerics
 (training/numerics.py) and env.json one record per start.
 
 Run it with `closedloop run --preset debug`; tested in tests/test_loop.py.
@@ -36,8 +47,7 @@ from data.corpus import Corpus, CorpusConfig, load_corpus
 from data.mixing import MixConfig, RealSource, assemble, fit_documents, synthetic_stream
 from data.tokencache import token_arrays
 from data.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer
-from models import build_model
-from models.gpt import GPTConfig
+from models import ModelConfig, build_model
 from models.sampling import SampleConfig
 from training import rundir as ck
 from training import distributed, numerics
@@ -49,10 +59,10 @@ from training.measures.sample_text import RealStats, sample_metrics, zipf_figure
 from training.measures.truth import excess_bpc, sample_truth
 from training import board
 from training.environment import environment
-from training.samples import sample_tokens, sampling_goal
 from training.records import RunLogger, append_env, read_metrics, write_metrics
 from training.runlock import NAME as LOCK_NAME, acquire_lock
-from training.trainer import TrainConfig, autocast_dtype, resolve_device, setup_backend, train
+from training.samples import prompt_blocks, sample_tokens, sampling_goal
+from training.trainer import TrainConfig, autocast_dtype, epoch_steps, resolve_device, setup_backend, train
 from training.verdict import verdict_so_far
 
 # The keys this module records itself (the measures register theirs in training/measures/).
@@ -84,9 +94,9 @@ BUDGETS = ("auto", "steps", "epochs")
 @dataclass
 class LoopConfig:
     generations: int = field(default=5, metadata={"help": "generations to run (generation 0 trains on real data only)"})
-    init: str = field(default="warm", metadata={"help": "each generation starts from: warm (model g−1) | scratch (new seeded weights)"})
+    init: str = field(default="warm", metadata={"help": "each generation starts from: warm (model g−1) | scratch (new seeded weights) | pretrained (the same weights every generation: kind hf its pretrained checkpoint, kind gpt generation 0's trained model)"})
     first_steps: int = field(default=0, metadata={"help": "optimizer steps of generation 0, and of every scratch generation (0 = train.steps)"})
-    budget: str = field(default="auto", metadata={"help": "training budget per generation: steps (fixed optimizer steps) | epochs (those steps × pool tokens / mix.tokens_per_generation: fixed epochs, more steps as an accumulated pool grows) | auto (epochs under accumulate, steps otherwise)"})
+    budget: str = field(default="auto", metadata={"help": "training budget per generation: steps (fixed optimizer steps) | epochs (those steps × pool tokens / mix.tokens_per_generation: fixed epochs, more steps as an accumulated pool grows) | auto (epochs under accumulate, steps otherwise); train.epochs overrides it"})
     bleu_docs: int = field(default=100, metadata={"help": "documents (of >= 4 words) samples/self_bleu4 is taken on, every generation; sampling continues until there are this many"})
     eval_tokens: int = field(default=20_000, metadata={"help": "real val tokens scored every generation (fixed windows)"})
     measure_chars: int = field(default=20_000, metadata={"help": "characters of samples measured every generation"})
@@ -97,8 +107,8 @@ class LoopConfig:
     def __post_init__(self):
         if self.generations < 1:
             raise ValueError(f"loop.generations must be >= 1, got {self.generations}")
-        if self.init not in ("warm", "scratch"):
-            raise ValueError(f"loop.init must be warm or scratch, got {self.init!r}")
+        if self.init not in ("warm", "scratch", "pretrained"):
+            raise ValueError(f"loop.init must be warm, scratch or pretrained, got {self.init!r}")
         if self.budget not in BUDGETS:
             raise ValueError(f"loop.budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         if self.bleu_docs < 2:
@@ -115,7 +125,7 @@ class LoopConfig:
 class RunConfig:
     seed: int = field(default=0, metadata={"help": "seed of the run: init, training windows, sampling, fresh real data"})
     loop: LoopConfig = field(default_factory=LoopConfig)
-    model: GPTConfig = field(default_factory=GPTConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     mix: MixConfig = field(default_factory=MixConfig)
@@ -153,9 +163,21 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     A finite corpus is tokenized once into the token cache (`corpus.cache_dir`, memory-mapped; data/tokencache.py);
     the word statistics of the real corpus use its first `corpus.stats_chars` characters of train and of val.
     """
+    cfg = resolve_tokenizer(cfg)
+    if cfg.model.kind == "hf":
+        from models.hf import check
+
+        check(cfg.model)  # the checkpoint exists (local, cached or on a reachable hub) and block_size fits it
+    elif cfg.train.grad_checkpointing:
+        raise ValueError("train.grad_checkpointing=true is for model.kind=hf")
+    if cfg.train.epochs and cfg.loop.first_steps:
+        raise ValueError("train.epochs sets every generation's steps, generation 0 included; drop --loop.first_steps")
     device = distributed.init(resolve_device(cfg.train.device))  # under torchrun: join the group, cuda:LOCAL_RANK
     distributed.check_batch(cfg.train.batch_size)
     corpus = load_corpus(cfg.corpus)
+    if cfg.mix.tokens_per_generation == 0 and corpus.infinite:
+        raise ValueError("mix.tokens_per_generation=0 (the whole real train split) needs a finite corpus; "
+                         "the synthetic language never runs out: give a number")
     tok_path = os.path.join(run_dir, "tokenizer.json") if run_dir else None
     if tok_path and os.path.exists(tok_path) and ck.completed_generations(run_dir) > 0:
         tok = load_tokenizer(tok_path)  # frozen at generation 0: reload, never refit
@@ -176,6 +198,11 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     if len(val_ids) < block + 1:
         raise ValueError(f"the real val split has {len(val_ids)} tokens, fewer than one window of model.block_size+1={block + 1}; "
                          "use a larger corpus, a larger --corpus.val_fraction or a smaller --model.block_size")
+    if cfg.mix.tokens_per_generation == 0:  # the whole real train split, resolved once (config.json keeps the number)
+        cfg = dataclasses.replace(cfg, mix=dataclasses.replace(cfg.mix, tokens_per_generation=len(train_ids)))
+    if cfg.sample.prompt_tokens > block // 2:
+        raise ValueError(f"sample.prompt_tokens={cfg.sample.prompt_tokens}: a prompt and its continuation of as many "
+                         f"tokens must fit model.block_size={block}, so at most {block // 2}")
     real = RealSource(corpus, tok, cfg.mix, cfg.seed, stream=train_ids)
     if real.stream is not None:
         if len(real.stream) < block + 1:
@@ -201,6 +228,21 @@ def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
     stats = RealStats.from_docs(list(corpus.iter_docs("train", cfg.corpus.stats_chars)),
                                 list(corpus.iter_docs("val", cfg.corpus.stats_chars)))
     return Prepared(cfg, corpus, tok, real, stats, val_x, val_y, val_chars, truth_docs, truth_nats, device)
+
+
+def resolve_tokenizer(cfg: RunConfig) -> RunConfig:
+    """tokenizer.kind=auto -> char for the built-in GPT, the model's own (pretrained, model.name) for kind hf; an
+    explicit char or bpe tokenizer cannot feed a Hugging Face model (its ids are the model's)."""
+    t, m = cfg.tokenizer, cfg.model
+    if m.kind == "hf":
+        if t.kind in ("char", "bpe"):
+            raise ValueError(f"model.kind=hf reads its own tokenizer's ids, not tokenizer.kind={t.kind}; drop "
+                             "--tokenizer.kind (auto loads model.name's tokenizer)")
+        if t.kind == "auto" or not t.name:
+            t = dataclasses.replace(t, kind="pretrained", name=t.name or m.name)
+    elif t.kind == "auto":
+        t = dataclasses.replace(t, kind="char")
+    return dataclasses.replace(cfg, tokenizer=t)
 
 
 # How the run's random streams are derived from its seed. A new scheme changes what a resumed run would sample, so
@@ -247,9 +289,12 @@ def check_resume(prep: Prepared, run_dir: str) -> int:
     stored = ck.read_json(path)
     old, new = flatten_json(stored), flatten_json(resolved_config(prep))
     # The numerics requests may change (an explicit value accepts another machine's resolution); their
-    # resolution is compared below. The resolved record itself is never part of the config diff.
+    # resolution is compared below. The resolved record itself is never part of the config diff. An option added
+    # after the directory was made is absent from its config.json; at its default it changes nothing.
     skip = RESUMABLE_KEYS | set(numerics.KEYS)
-    changed = [k for k in diff(old, new) if k not in skip and not k.startswith("resolved.")]
+    defaults = flatten_json(to_dict(RunConfig()))
+    changed = [k for k in diff(old, new) if k not in skip and not k.startswith("resolved.")
+               and not (k not in old and k in defaults and new.get(k) == defaults[k])]
     if changed:
         shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
         raise ValueError(f"{run_dir} was run with another config: {shown}; pass --overwrite to start afresh or pick another --out")
@@ -355,11 +400,10 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     ids, counts = mix_generation(prep, run_dir, g)
     times["time/data_s"] = time.perf_counter() - t
     # --- model ----------------------------------------------------------------------------------------------
-    model = build_model(cfg.model, generator(cfg.seed, 0 if cfg.loop.init == "warm" else g, _INIT))
-    if g > 0 and cfg.loop.init == "warm":
-        model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, g - 1), "model.pt")))
+    model = initial_model(cfg, run_dir, g)
     model.to(device)
-    steps = train_steps(cfg, g, len(ids))
+    steps = epoch_steps(cfg.train.epochs, len(ids), cfg.train.batch_size, cfg.model.block_size) \
+        if cfg.train.epochs else train_steps(cfg, g, len(ids))
     # Dropout draws from torch's global generator: seed it per generation so runs (and resumes) reproduce, and per
     # rank under DDP so that ranks do not repeat one mask pattern (with dropout a DDP run matches one process in
     # distribution, not bit for bit).
@@ -392,12 +436,14 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     t = time.perf_counter()
     # bf16 decoding pays on CUDA; on a CPU the casts cost more than the small decode matmuls gain (scripts/bench.py)
     sample_amp = amp if device.type == "cuda" else None
+    prompts = prompt_blocks(prep.real.portion(0), cfg.sample.prompt_tokens) if cfg.sample.prompt_tokens else None
     docs_ids = sample_tokens(model, cfg.sample, tok.eot_id, sampling_goal(cfg, tok),
                              lambda i: generator(cfg.seed, g, _SAMPLE, i), device, sample_amp,
-                             cfg.loop.progress and main, f"gen {g} sample")
+                             cfg.loop.progress and main, f"gen {g} sample", prompts)
     if not main:
         return rec
-    ended = [len(d) < cfg.sample.max_new_tokens for d in docs_ids]
+    # A sample is cut when it reaches its cap (sample.max_new_tokens, or K for a prompted continuation)
+    ended = [len(d) < cfg.sample.doc_cap for d in docs_ids]
     # The next generation's synthetic share: every document ended by EOT; a cut one kept or dropped (mix.cut_samples)
     ck.write_npy(os.path.join(gdir, "ids.npy"), synthetic_stream(docs_ids, ended, cfg.mix.cut_samples, tok.eot_id))
     docs = [tok.decode(d) for d in docs_ids]
@@ -412,7 +458,7 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
     rec["samples/self_bpc"], _ = bpc_of(model, measured, measured_ended, tok, device, amp)
     ref = model
     if g > 0:  # Shumailov's measure: the generation-0 model's surprise at this generation's text
-        ref = build_model(cfg.model, generator(cfg.seed, 0, _INIT))
+        ref = build_model(cfg.model, generator(cfg.seed, 0, _INIT), scratch=True)
         ref.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, 0), "model.pt")))
         ref.to(device)
     rec["samples/ref_bpc"], per_doc = bpc_of(ref, measured, measured_ended, tok, device, amp)
@@ -429,6 +475,20 @@ def run_generation(prep: Prepared, run_dir: str, g: int, global_step: int, log: 
         log.samples("samples/text", board.run_header(flatten(cfg), g), docs[: cfg.loop.text_samples], g)
     ck.save_model(os.path.join(gdir, "model.pt"), model)
     return rec
+
+
+def initial_model(cfg: RunConfig, run_dir: str, g: int) -> torch.nn.Module:
+    """The model generation g starts from (on the CPU), by loop.init (see the module docstring)."""
+    init = cfg.loop.init
+    if init == "scratch":
+        return build_model(cfg.model, generator(cfg.seed, g, _INIT), scratch=True)
+    if g == 0 or (init == "pretrained" and cfg.model.kind == "hf"):
+        return build_model(cfg.model, generator(cfg.seed, 0, _INIT))  # kind hf: the pretrained weights
+    # warm: model g−1; pretrained for the built-in GPT: generation 0's trained model. Built as an architecture only
+    # (kind hf: without reading the checkpoint's weights), then loaded.
+    model = build_model(cfg.model, generator(cfg.seed, 0, _INIT), scratch=True)
+    model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, g - 1 if init == "warm" else 0), "model.pt")))
+    return model
 
 
 def summarize(records: list[dict], cfg: RunConfig) -> dict:

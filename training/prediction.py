@@ -55,7 +55,7 @@ def gen0(run_dir: str, contexts: int) -> dict:
     prep = prepare(from_dict(RunConfig, saved), run_dir)  # reloads the corpus and tokenizer.json, same val windows
     if fingerprint and fingerprint.get("corpus") not in (None, prep.corpus.fingerprint):
         raise ValueError(f"{run_dir}: the corpus changed since the run (fingerprint differs)")
-    model = build_model(prep.cfg.model, torch.Generator().manual_seed(0))
+    model = build_model(prep.cfg.model, torch.Generator().manual_seed(0), scratch=True)  # then generation 0's weights
     model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, 0), "model.pt")))
     model.to(prep.device).eval()
     vocab = model.config.vocab_size

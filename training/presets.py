@@ -11,7 +11,7 @@ from __future__ import annotations
 from training.loop import LoopConfig, RunConfig
 from data.corpus import CorpusConfig
 from data.mixing import MixConfig
-from models.gpt import GPTConfig
+from models import ModelConfig
 from models.sampling import SampleConfig
 from training.trainer import TrainConfig
 
@@ -19,7 +19,7 @@ from training.trainer import TrainConfig
 def debug() -> RunConfig:
     return RunConfig(
         loop=LoopConfig(generations=3, first_steps=250, eval_tokens=4_000, measure_chars=4_000, truth_chars=4_000),
-        model=GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=48),
+        model=ModelConfig(block_size=32, n_layer=1, n_head=2, n_embd=48),
         train=TrainConfig(steps=60, batch_size=32, lr=4e-3, warmup_steps=10, log_every=10),
         sample=SampleConfig(max_new_tokens=160, batch_size=64),
         mix=MixConfig(tokens_per_generation=8_000),
@@ -30,7 +30,7 @@ def debug() -> RunConfig:
 def default() -> RunConfig:
     return RunConfig(
         loop=LoopConfig(generations=5, first_steps=1_000, eval_tokens=20_000, measure_chars=20_000, truth_chars=20_000),
-        model=GPTConfig(block_size=64, n_layer=2, n_head=4, n_embd=96),
+        model=ModelConfig(block_size=64, n_layer=2, n_head=4, n_embd=96),
         train=TrainConfig(steps=300, batch_size=32, lr=3e-3, warmup_steps=20),
         sample=SampleConfig(max_new_tokens=256, batch_size=128),
         mix=MixConfig(tokens_per_generation=200_000),
@@ -40,7 +40,7 @@ def default() -> RunConfig:
 def shakespeare() -> RunConfig:
     return RunConfig(
         loop=LoopConfig(generations=10, first_steps=3_000, eval_tokens=100_000, measure_chars=100_000),
-        model=GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.1),
+        model=ModelConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.1),
         train=TrainConfig(steps=1_000, batch_size=64, lr=1e-3, warmup_steps=100, log_every=50),
         sample=SampleConfig(max_new_tokens=1_000, batch_size=512),
         mix=MixConfig(tokens_per_generation=500_000, real_data="fixed"),

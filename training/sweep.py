@@ -9,6 +9,12 @@ The grid file names a base preset, overrides, and axes (any dotted option, `seed
     overrides: {loop.generations: 3}
     axes: {sample.temperature: [0.6, 1.5], mix.fresh_fraction: [0.0, 0.5], seed: [0, 1]}
 
+An axis may also list settings that go together (a regime): each value a mapping of options, with an optional
+`name` for the point's folder and the report (default: its position, 0, 1, ...):
+
+    axes: {regime: [{name: no-real, mix.fresh_fraction: 0.0, train.epochs: 5},
+                    {name: keep10, mix.fresh_fraction: 0.1, train.epochs: 10}], seed: [0, 1]}
+
 Every point is an ordinary run directory `DIR/<name>` (name like `T=0.6,lambda=0,seed=1`) run by its own
 `closedloop run` process, so a point resumes like any run: a sweep run again skips finished points and resumes
 unfinished ones. On CPU each worker gets its share of the cores as torch threads (never oversubscribed); on CUDA
@@ -81,8 +87,17 @@ def load_grid(path: str) -> Grid:
     base = presets.get(preset)
     points = []
     for combo in itertools.product(*axes.values()):
-        values = dict(zip(axes, combo))
-        opts = {**overrides, **{k: _fmt(v) for k, v in values.items()}}
+        values, opts = {}, dict(overrides)
+        for (axis, v), i in zip(zip(axes, combo), _positions(axes, combo)):
+            if isinstance(v, dict):  # a regime: several options at once
+                settings = {str(k): _fmt(x) for k, x in v.items() if k != "name"}
+                if not settings:
+                    raise ValueError(f"{path}: a value of axis {axis!r} sets no option")
+                opts.update(settings)
+                values[axis] = str(v.get("name", i))
+            else:
+                opts[axis] = _fmt(v)
+                values[axis] = v
         try:
             apply_overrides(base, opts)
         except ValueError as e:
@@ -92,6 +107,11 @@ def load_grid(path: str) -> Grid:
     if len({p.name for p in points}) != len(points):
         raise ValueError(f"{path}: two points get the same name; give axes distinct short names under `names`")
     return Grid(path, preset, overrides, axes, points)
+
+
+def _positions(axes: dict, combo: tuple) -> list[int]:
+    """Index of each value of `combo` in its axis's list (the default name of a regime)."""
+    return [next(i for i, x in enumerate(vals) if x is v) for vals, v in zip(axes.values(), combo)]
 
 
 def point_done(point_dir: str) -> bool:

@@ -43,6 +43,8 @@ class TrainConfig:
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16"})
     compile: str = field(default="auto", metadata={"help": "torch.compile the model: auto (on CUDA) | true | false"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    epochs: float = field(default=0.0, metadata={"help": "E > 0: every generation trains ceil(E × its training tokens / (batch_size × model.block_size)) steps, i.e. E passes over its training set in expectation (train.steps and loop.first_steps unused); 0 = off"})
+    grad_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass (less memory, about 1/3 more compute; model.kind=hf)"})
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every"):
@@ -63,6 +65,8 @@ class TrainConfig:
             raise ValueError(f"train.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.compile not in ("auto", "true", "false"):
             raise ValueError(f"train.compile must be auto, true or false, got {self.compile!r}")
+        if not (self.epochs >= 0 and math.isfinite(self.epochs)):
+            raise ValueError(f"train.epochs must be a finite number >= 0 (0 = train.steps), got {self.epochs}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -98,6 +102,11 @@ def peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((tf * 1e12 for key, tf in PEAK_TFLOPS.items() if key in name), None)
+
+
+def epoch_steps(epochs: float, n_tokens: int, batch_size: int, block_size: int) -> int:
+    """Optimizer steps for `epochs` passes over n_tokens in windows of block_size, batch_size per step (>= 1)."""
+    return max(1, math.ceil(epochs * n_tokens / (batch_size * block_size)))
 
 
 def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
@@ -137,7 +146,14 @@ def train(model: torch.nn.Module, ids: np.ndarray, cfg: TrainConfig, generator: 
     data = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)).to(device)  # (N,) resident on the device
     span = torch.arange(block + 1, device=device)  # (block+1,)
     amp = autocast_dtype(cfg, device)
-    compile_on = cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")
+    # auto: compile on CUDA, except models that opt out (the HF adapter: not measured on a GPU here)
+    compile_on = cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"
+                                           and getattr(model, "compile_by_default", True))
+    if cfg.grad_checkpointing:
+        if not callable(getattr(model, "set_grad_checkpointing", None)):
+            raise ValueError(f"train.grad_checkpointing=true needs a model that supports it (model.kind=hf), "
+                             f"not {type(model).__name__}")
+        model.set_grad_checkpointing(True)
     net = model
     if world > 1:  # gradients averaged over ranks during backward (bucketed all-reduce)
         from torch.nn.parallel import DistributedDataParallel
