@@ -105,12 +105,12 @@ def _num(x) -> str:
 
 def majority(labels: list[str]) -> tuple[str, str]:
     """The most common label and its agreement, e.g. ("stable", "2/3"); a tie names every tied label
-    ("collapse | drift", "1/2"). Never one seed's label as the setting's."""
+    ("collapse / drift", "1/2"). Never one seed's label as the setting's."""
     if not labels:
         return "", "0/0"
     counts = Counter(labels).most_common()
     best = counts[0][1]
-    return " | ".join(sorted(v for v, k in counts if k == best)), f"{best}/{len(labels)}"
+    return " / ".join(sorted(v for v, k in counts if k == best)), f"{best}/{len(labels)}"
 
 
 def _settings(grid, rows):
@@ -396,7 +396,9 @@ def _hparams(sweep_dir: str, grid, rows):
             continue
         d = os.path.join(sweep_dir, r["point"].name)
         flat = flatten_json(ck.read_json(os.path.join(d, "config.json")))
-        hp = {**board.run_hparams(flat), **{n: board.hparam_value(flat[n]) for n in names}}
+        # an axis of regimes (a mapping of options per value) is no option itself: its value is the regime's name
+        hp = {**board.run_hparams(flat), **{n: board.hparam_value(flat[n] if n in flat else r["point"].values[n])
+                                            for n in names}}
         board.write_hparams(d, hp, board.setting_name(hp, names), board.final_metrics(r["records"], r["verdict"]),
                             r["records"][-1]["generation"])
         for n in names:
