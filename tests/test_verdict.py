@@ -35,7 +35,7 @@ def labelled():
 
 def test_agreement_with_the_theory(labelled):
     """The issue's targets on a smaller generated set: >= 95% overall and >= 90% in every class (400 trajectories,
-    seeds 0-4: drift 93-96%, overall 97.5-98%; `closedloop theory verdict-check --trajectories 400 --seed S`)."""
+    seeds 0-4: drift 95-96% except 89% at seed 2, overall 96.2-98%; `closedloop theory verdict-check --trajectories 400 --seed S`)."""
     a = V.agreement(labelled)
     assert a["n"] == 80 and a["overall"] >= 0.95, a
     for label in V.CLASSES:
