@@ -111,6 +111,28 @@ def test_neural_shaped_failures():
     assert V.verdict(hot, uniform_bits=math.log2(33))["verdict"] == "heat death"
 
 
+def test_a_collapse_whose_model_degenerates_and_a_run_still_learning():
+    """Two debug-preset runs (8 generations, seed 1 at T = 0.5, λ = 0; seed 0 at T = 0.7, λ = 0.7) as measured. The
+    first reaches 0.95 bits (a third of generation 0's entropy) by generation 2, then its broken model spreads
+    again while val/bpc keeps rising to 9: a collapse, not a drift. The second's entropy still falls 0.03
+    bits/generation, but val/bpc falls with it (the model still learns the 70% fresh real data): stable, with its
+    shift reported, not a drift away from the data."""
+    broke = recs(val__entropy=[2.82, 1.81, 0.95, 0.96, 1.16, 1.65, 1.43, 1.94],
+                 val__top1=[0.42, 0.65, 0.83, 0.82, 0.78, 0.70, 0.72, 0.61],
+                 val__bpc=[2.88, 3.47, 5.53, 6.65, 7.51, 8.11, 9.14, 8.97])
+    out = V.verdict(broke, uniform_bits=math.log2(27))
+    assert out["verdict"] == "collapse" and "reached past half-way" in out["reason"]
+    learning = recs(val__entropy=[2.87, 2.75, 2.66, 2.67, 2.66, 2.63, 2.63, 2.55],
+                    val__top1=[0.41, 0.44, 0.45, 0.45, 0.44, 0.46, 0.45, 0.46],
+                    val__bpc=[2.91, 2.87, 2.82, 2.81, 2.78, 2.73, 2.72, 2.72])
+    out = V.verdict(learning, uniform_bits=math.log2(27))
+    assert out["verdict"] == "stable" and "still falls" in out["reason"] and out["shift"] < -0.2
+    # the same entropy with val/bpc rising instead is no longer learning: not stable
+    leaving = recs(val__entropy=[r["val/entropy"] for r in learning],
+                   val__top1=[r["val/top1"] for r in learning], val__bpc=[2.91, 2.95, 2.99, 3.04, 3.08, 3.13, 3.17, 3.21])
+    assert V.verdict(leaving, uniform_bits=math.log2(27))["verdict"] != "stable"
+
+
 def test_too_short_or_too_noisy_is_undetermined_with_the_reason():
     out = V.verdict(recs(val__entropy=[2.87, 2.02, 1.5]))
     assert out["verdict"] == "undetermined" and "too short" in out["reason"]

@@ -39,8 +39,13 @@ Then, in this order:
      steps and, when known, P's go that way) or past DEEP of the way, or at the limit (a noisy or broken model
      sitting deep in the basin)
                                                                                  -> collapse / heat death
-  5. B's tail falls, or is flat and not above generation 0, E has no consistent push and its tail is not noisy:
-     the model does not move away from the real data (it may still learn it)      -> stable
+     or toward a limit, past DEEP of the way there at some generation, and B up since generation 0 and not
+     falling in the tail: the model went to the limit's side and is spreading back while it keeps leaving the real
+     data (a degenerate model, as a 1-layer char model becomes after a collapse), not recovering
+                                                                                 -> collapse / heat death
+  5. B's tail still falls and E's tail is not noisy: the model is still getting closer to the real data, which
+     neither a collapse nor a drift does (both raise B)                           -> stable (still learning)
+     or B's tail flat and not above generation 0, E with no consistent push, not noisy -> stable
   6. E's tail sigma > NOISY · E_0 with none of the above                          -> undetermined (too noisy)
   7. otherwise (moving away from the data or in entropy, no converged level, no consistent push) -> drift
 Why each constant: MIN_GENERATIONS = 4 so that a tail of 3 follows generation 0 at all; MIN_TAIL = 3 values give
@@ -154,6 +159,12 @@ def verdict(records: list[dict], uniform_bits: float | None = None) -> dict:
           +1: u is not None and u > e["first"] and u - e["tail_mean"] <= NEAR_LIMIT * (u - e["first"])}
     deep = {-1: e["tail_mean"] <= DEEP * e["first"],
             +1: u is not None and u > e["first"] and u - e["tail_mean"] <= DEEP * (u - e["first"])}
+    # the furthest point toward each limit, if it was past DEEP of the way there: (generation, entropy bits)
+    ge, ye = _series(records, ENTROPY)
+    lo, hi = int(np.argmin(ye)), int(np.argmax(ye))
+    reached = {-1: (ge[lo], ye[lo]) if ye[lo] <= DEEP * e["first"] else None,
+               +1: (ge[hi], ye[hi]) if u is not None and u > e["first"] and u - ye[hi] <= DEEP * (u - e["first"])
+               else None}
     name = {-1: "collapse", +1: "heat death"}
     limit = {-1: "the corner (0 bits)", +1: f"uniform ({u:.3g} bits)" if u else "uniform"}
     noisy = e["sigma"] > NOISY * e["first"]
@@ -172,10 +183,17 @@ def verdict(records: list[dict], uniform_bits: float | None = None) -> dict:
         if toward[s] and e["tail"] != -s and (push or deep[s] or at[s]):
             why = "entropy and top-1 step that way consistently" if push else "past half-way and not converged"
             return done(name[s], f"{moves}: moving toward {limit[s]}, {why}")
-    if b is not None and (b["tail"] < 0 or (b["tail"] == 0 and b["moved"] <= 0)) and e["steady"] == 0 and not noisy:
-        how = f"still falls {b['slope']:+.3g}/gen" if b["tail"] < 0 else "is no higher than at generation 0"
-        return done("stable", f"{moves}: {BPC} {how} (the model does not move away from the real data, it may "
-                              f"still learn it); {ENTROPY} has no consistent push")
+        if toward[s] and reached[s] is not None and b is not None and b["moved"] > 0 and b["tail"] >= 0:
+            g, y = reached[s]
+            return done(name[s], f"{moves}: reached past half-way to {limit[s]}, {y:.3g} bits at generation {g:g}, "
+                                 f"then moved back without returning to the real data ({BPC} not falling): a "
+                                 "degenerate model spreading again, not a recovery")
+    if b is not None and b["tail"] < 0 and not noisy:
+        return done("stable", f"{moves}: {BPC} still falls {b['slope']:+.3g}/gen: the model is still getting closer "
+                              "to the real data, which neither a collapse nor a drift does (both raise it)")
+    if b is not None and b["tail"] == 0 and b["moved"] <= 0 and e["steady"] == 0 and not noisy:
+        return done("stable", f"{moves}: {BPC} is no higher than at generation 0 (the model does not move away "
+                              f"from the real data); {ENTROPY} has no consistent push")
     if noisy:
         return done("undetermined", f"too noisy: {ENTROPY}'s tail scatters by {e['sigma']:.2g} bits, more than "
                                     f"{NOISY:.0%} of its generation-0 value, with no clear direction")
