@@ -1,5 +1,5 @@
 """Sweeps: grid expansion and naming, --dry-run, a 2 × 2 debug grid end to end, resume per point, a failing
-point, summary values, figures, and the Ray backend on a local instance giving identical summaries.
+point, summary values, figures, and (`-m slow`) the Ray backend on a local instance giving identical summaries.
 
 Run: `make test` (or `.venv/bin/python -m pytest tests/test_sweep.py -q`).
 """
@@ -138,6 +138,7 @@ def test_workflow_grid_draws_the_workflow_figure(tmp_path):
     assert set(rows(out)) == {"workflow=replace", "workflow=accumulate"} and not (out / "phase.png").exists()
 
 
+@pytest.mark.slow  # ~18 s: starts a local Ray instance (an optional backend)
 def test_ray_backend_gives_identical_summaries(swept, tmp_path):
     pytest.importorskip("ray")
     tmp, out = swept

@@ -228,10 +228,11 @@ def test_from_run_overlay(tmp_path, capsys):
 
 
 def test_cli_verdict_check(capsys):
-    assert main(["theory", "verdict-check", "--trajectories", "40", "--seed", "1"]) == 0
+    # the command's output form (the agreement itself is tested in tests/test_verdict.py on 80 trajectories)
+    assert main(["theory", "verdict-check", "--trajectories", "8", "--seed", "1"]) == 0
     out = capsys.readouterr().out
-    assert "| theory | n | agree | verdicts |" in out and "| **overall** | 40 |" in out
+    assert "| theory | n | agree | verdicts |" in out and "| **overall** | 8 |" in out
     for label in ("collapse", "heat death", "stable", "drift"):
-        assert f"| {label} | 10 |" in out
+        assert f"| {label} | 2 |" in out
     assert main(["theory", "verdict-check", "--trajectories", "2"]) == 2
     assert "--trajectories must be >= 4" in capsys.readouterr().err

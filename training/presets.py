@@ -1,8 +1,9 @@
 """Named presets: plain functions returning a RunConfig; `closedloop run --preset NAME`, then dotted overrides.
 
 - `debug`: a tiny model on the synthetic language; a 3-generation run in seconds on a CPU (tests use it).
-- `default`: what `make demo` runs: 5 generations on the synthetic language in about 2 minutes on 2 CPU cores,
-  enough to see T = 0.6 collapse and T = 1.5 heat up within 5 generations.
+- `default`: what `make demo` runs: 5 generations on a 500-word synthetic language (entropy rate 0.72 bits/char)
+  in about a minute and a half on 2 CPU cores; generation 0 is within 0.2 bits/char of the truth
+  (truth/excess_bpc), so what moves afterwards is the loop, not underfitting.
 - `shakespeare`: a char model on a local text file (`--corpus.path=.../tinyshakespeare.txt`), GPU-sized.
 Every preset is built and validated by tests/test_presets.py.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from training.loop import LoopConfig, RunConfig
 from data.corpus import CorpusConfig
+from data.synthetic import SyntheticConfig
 from data.mixing import MixConfig
 from models import ModelConfig
 from models.sampling import SampleConfig
@@ -34,6 +36,9 @@ def default() -> RunConfig:
         train=TrainConfig(steps=300, batch_size=32, lr=3e-3, warmup_steps=20),
         sample=SampleConfig(max_new_tokens=256, batch_size=128),
         mix=MixConfig(tokens_per_generation=200_000),
+        # 500 words, 6 successors each: a language this model learns to within 0.2 bits/char of the truth at
+        # generation 0 (the 2000-word default left it 1.06 bits/char away: underfitting, not the loop, dominated)
+        corpus=CorpusConfig(synthetic=SyntheticConfig(vocab_size=500, branching=6)),
     )
 
 
