@@ -35,9 +35,10 @@ Then, in this order:
      B's tail not rising (same test), and E's tail sigma <= NOISY · E_0. Converged past DEEP of the way to a
      limit it moved toward -> collapse / heat death (held there: a collapsed or heated equilibrium); otherwise
      -> stable, with the shift.
-  4. not converged, toward a limit with E's tail not moving away from it, and either a consistent push (E's
-     steps and, when known, P's go that way) or past DEEP of the way, or at the limit (a noisy or broken model
-     sitting deep in the basin)
+  4. not converged, toward a limit with E's tail not moving away from it, B's tail not falling (a model still
+     getting closer to the real data is learning, not failing: with fresh data an undertrained generation 0 keeps
+     sharpening toward the real text's lower entropy), and either a consistent push (E's steps and, when known,
+     P's go that way) or past DEEP of the way, or at the limit (a noisy or broken model sitting deep in the basin)
                                                                                  -> collapse / heat death
      or toward a limit, past DEEP of the way there at some generation, and B up since generation 0 and not
      falling in the tail: the model went to the limit's side and is spreading back while it keeps leaving the real
@@ -45,7 +46,8 @@ Then, in this order:
                                                                                  -> collapse / heat death
   5. B's tail still falls and E's tail is not noisy: the model is still getting closer to the real data, which
      neither a collapse nor a drift does (both raise B)                           -> stable (still learning)
-     or B's tail flat and not above generation 0, E with no consistent push, not noisy -> stable
+     or B's tail flat and not above generation 0, not noisy: the model has not moved away from the real data,
+     whatever E does (drift means moving away from it)                           -> stable
   6. E's tail sigma > NOISY · E_0 with none of the above                          -> undetermined (too noisy)
   7. otherwise (moving away from the data or in entropy, no converged level, no consistent push) -> drift
 Why each constant: MIN_GENERATIONS = 4 so that a tail of 3 follows generation 0 at all; MIN_TAIL = 3 values give
@@ -180,7 +182,7 @@ def verdict(records: list[dict], uniform_bits: float | None = None) -> dict:
                               f"(tail slope {e['slope']:+.3g} bits/gen, noise {e['sigma']:.2g} bits)")
     for s in (-1, 1):
         push = e["steady"] == s and (p is None or p["steady"] == -s)
-        if toward[s] and e["tail"] != -s and (push or deep[s] or at[s]):
+        if toward[s] and e["tail"] != -s and (push or deep[s] or at[s]) and (b is None or b["tail"] >= 0):
             why = "entropy and top-1 step that way consistently" if push else "past half-way and not converged"
             return done(name[s], f"{moves}: moving toward {limit[s]}, {why}")
         if toward[s] and reached[s] is not None and b is not None and b["moved"] > 0 and b["tail"] >= 0:
@@ -191,9 +193,9 @@ def verdict(records: list[dict], uniform_bits: float | None = None) -> dict:
     if b is not None and b["tail"] < 0 and not noisy:
         return done("stable", f"{moves}: {BPC} still falls {b['slope']:+.3g}/gen: the model is still getting closer "
                               "to the real data, which neither a collapse nor a drift does (both raise it)")
-    if b is not None and b["tail"] == 0 and b["moved"] <= 0 and e["steady"] == 0 and not noisy:
-        return done("stable", f"{moves}: {BPC} is no higher than at generation 0 (the model does not move away "
-                              f"from the real data); {ENTROPY} has no consistent push")
+    if b is not None and b["tail"] == 0 and b["moved"] <= 0 and not noisy:
+        return done("stable", f"{moves}: {BPC} is flat and no higher than at generation 0 (the model does not move "
+                              "away from the real data)")
     if noisy:
         return done("undetermined", f"too noisy: {ENTROPY}'s tail scatters by {e['sigma']:.2g} bits, more than "
                                     f"{NOISY:.0%} of its generation-0 value, with no clear direction")
