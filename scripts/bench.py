@@ -291,7 +291,7 @@ def generation_seconds(name: str, device: torch.device, quick: bool) -> dict | N
         with open(os.path.join(tmp, "run", "metrics.jsonl")) as f:
             rec = json.loads(f.readline())
     out = {"prepare": t_prep}
-    out.update({k[len("time/"):-2]: v for k, v in rec.items() if k.startswith("time/") and k.endswith("_s")})
+    out.update({stage: rec[f"time/{stage}_s"] for stage in ("data", "train", "eval", "sample", "measure")})
     out["total"] = sum(out.values())
     return out
 

@@ -2,7 +2,7 @@
 
 Every file is written to a temporary name and renamed, so an interrupted write never leaves a half file, and
 a generation's DONE marker is written last: a generation folder without DONE is redone whole on resume.
-Tested in tests/test_loop.py (resume) and tests/test_checkpoint.py.
+Tested in tests/test_loop.py (resume) and tests/test_lock.py.
 """
 from __future__ import annotations
 
