@@ -105,7 +105,10 @@ def _take(fd: int, run_dir: str, path: str) -> str | None:
 
 def probe(run_dir: str) -> None:
     """Raise the in-use ValueError at once if run_dir's lock is held (the CLI asks before its slow preparation);
-    takes nothing."""
+    takes nothing. Under torchrun only rank 0 asks (the RANK variable, as torch is not imported yet): another rank
+    could find the lock rank 0 has just taken for this very run; `acquire_lock` gives every rank rank 0's answer."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     path = os.path.join(run_dir, NAME)
     try:
         fd = os.open(path, os.O_RDWR)
