@@ -5,7 +5,7 @@ and mixing in fresh data (λ = 0.5) must slow the collapse. One tiny run is a ch
 model has collapsed it may break and spread again (seed 0: val/entropy 2.87 2.10 1.37 1.32 1.85, val/bpc 7.2), so
 the collapse is asserted over three seeds (most collapse, the mean fall exceeds 1 bit), not on one.
 About 3 s per run on one thread.
-Run: `make test` (or `.venv/bin/python -m pytest tests/test_dynamics.py -q`).
+Run: `python -m pytest tests/test_dynamics.py` (the three-seed collapse check with `-m slow`).
 """
 import pytest
 
@@ -25,6 +25,7 @@ def entropy_change(summary):
     return summary["final"]["val/entropy"] - summary["first"]["val/entropy"]
 
 
+@pytest.mark.slow  # ~16 s: four runs; sweeps/verdict-neural.yaml and tests/test_trajectory.py cover the default suite
 def test_low_temperature_collapses_and_fresh_data_slows_it(tmp_path):
     pure = [run(tmp_path, 0.6, seed=seed) for seed in (0, 1, 2)]
     assert sum(p["verdict"]["verdict"] == "collapse" for p in pure) >= 2
