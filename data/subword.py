@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 

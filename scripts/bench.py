@@ -265,7 +265,8 @@ def bench_train_hf(dims, block, batch, steps, device, peak, flops_per_token, dty
 
 def generation_seconds(name: str, device: torch.device, quick: bool) -> dict | None:
     from training import presets
-    from training.loop import prepare, run_loop
+    from training.loop import run_loop
+    from training.prepare import prepare
 
     cfg = presets.get("debug" if name == "debug" else name)
     cfg.loop.generations, cfg.loop.progress = 1, False

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from training.config import apply_overrides, diff, flatten, from_dict, help_lines, parse_value, to_dict
-from training.loop import RunConfig
+from training.runconfig import RunConfig
 
 
 def test_flatten_names_nested_sections_in_declaration_order():

@@ -11,7 +11,8 @@ import pytest
 
 from training import presets
 from training.config import apply_overrides
-from training.loop import prepare, run_loop
+from training.loop import run_loop
+from training.prepare import prepare
 
 
 def run(tmp_path, temperature, fresh=0.0, seed=0):

@@ -7,7 +7,8 @@ import torch
 
 from training import presets
 from training.config import apply_overrides
-from training.loop import prepare, run_loop
+from training.loop import run_loop
+from training.prepare import prepare
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

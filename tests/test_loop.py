@@ -12,7 +12,8 @@ import pytest
 
 from training import presets
 from training.config import apply_overrides
-from training.loop import RANDOM_STREAMS, check_resume, prepare, run_loop
+from training.loop import RANDOM_STREAMS, check_resume, run_loop
+from training.prepare import prepare
 
 REQUIRED_KEYS = [
     "generation", "train/global_step", "val/loss", "val/bpc", "val/ppl", "val/entropy", "val/top1",

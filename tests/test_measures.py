@@ -36,3 +36,10 @@ def test_readme_table_lists_every_registered_key_with_its_unit():
 def test_every_measure_has_a_unit_and_a_description():
     for m in MEASURES.values():
         assert m.unit and m.help, m.key
+
+
+def test_the_verdict_reports_the_registered_diversity_measures():
+    from training import verdict
+    from training.measures import diversity_keys
+
+    assert set(verdict.DIVERSITY) == set(diversity_keys())

@@ -6,7 +6,7 @@ import pytest
 
 from training import presets
 from training.config import from_dict, to_dict
-from training.loop import RunConfig
+from training.runconfig import RunConfig
 
 
 @pytest.mark.parametrize("name", list(presets.PRESETS))

@@ -189,7 +189,8 @@ def test_batched_stability_and_equilibria_match_the_single_categorical_ones():
 def test_from_run_overlay(tmp_path, capsys):
     from training import presets
     from training.config import apply_overrides
-    from training.loop import prepare, run_loop
+    from training.loop import run_loop
+    from training.prepare import prepare
     from training.records import read_metrics
 
     run = tmp_path / "run"

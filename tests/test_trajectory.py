@@ -29,7 +29,8 @@ def trajectory(run_dir: str) -> list[dict]:
     """The reproducible part of each generation's record: every key but time/*."""
     from training import presets
     from training.config import apply_overrides
-    from training.loop import prepare, run_loop
+    from training.loop import run_loop
+    from training.prepare import prepare
     from training.records import read_metrics
 
     cfg = apply_overrides(presets.debug(), ARGS)

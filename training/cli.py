@@ -73,7 +73,7 @@ def cmd_run(argv: list[str]) -> int:
         probe(flags["out"])  # before torch is imported: a directory in use is refused within seconds
     from training import distributed, presets
     from training.config import apply_overrides, help_lines
-    from training.loop import prepare
+    from training.prepare import prepare
 
     cfg = presets.get(flags["preset"])
     if flags["help"]:

@@ -1,8 +1,9 @@
 """The closed loop: train generation 0 on real data, then retrain on a mix of real data and the model's own samples.
 
-`RunConfig` composes every component's config (each receives only its own part); `prepare(cfg)` loads and checks
-everything that can be wrong with the user's input before anything is written; `run_loop(prep, run_dir)` runs the
-generations, resumable: a generation whose folder has a DONE marker is never redone. Per generation g:
+`RunConfig` (training/runconfig.py) composes every component's config; `prepare(cfg)` (training/prepare.py) loads
+and checks everything that can be wrong with the user's input before anything is written; `run_loop(prep,
+run_dir)` runs the generations, resumable: a generation whose folder has a DONE marker is never redone. Per
+generation g:
 
     mix (data/mixing.py) -> init (warm: model g−1 | scratch | pretrained) -> train (the budget of `loop.budget`,
     or train.epochs) -> evaluate on the fixed real val windows -> sample at T (kept as token ids: the next
@@ -32,37 +33,31 @@ Run it with `closedloop run --preset debug`; tested in tests/test_loop.py.
 """
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from data.corpus import Corpus, CorpusConfig, load_corpus
-from data.mixing import MixConfig, RealSource, assemble, fit_documents, synthetic_stream
-from data.tokencache import token_arrays
-from data.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer
-from models import ModelConfig, build_model
-from models.sampling import SampleConfig
+from data.mixing import assemble, fit_documents, synthetic_stream
+from models import build_model
+from training import board, distributed, numerics
 from training import rundir as ck
-from training import distributed, numerics
 from training.config import diff, flatten, to_dict
-from training.measures.model_on_samples import bpc_of, budget_ids
-from training.measures.real_text import eval_windows, evaluate
-from training.measures.registry import register
-from training.measures.sample_text import RealStats, sample_metrics, zipf_figure
-from training.measures.truth import excess_bpc, sample_truth
-from training import board
 from training.environment import environment
+from training.measures.model_on_samples import bpc_of, budget_ids
+from training.measures.real_text import evaluate
+from training.measures.registry import register
+from training.measures.sample_text import sample_metrics, zipf_figure
+from training.measures.truth import excess_bpc, sample_truth
+from training.prepare import Prepared
 from training.records import RunLogger, append_env, read_metrics, write_metrics
+from training.runconfig import RunConfig
 from training.runlock import NAME as LOCK_NAME, acquire_lock
 from training.samples import prompt_blocks, sample_tokens, sampling_goal
-from training.trainer import TrainConfig, autocast_dtype, epoch_steps, resolve_device, setup_backend, train
+from training.trainer import autocast_dtype, epoch_steps, setup_backend, train
 from training.verdict import verdict_so_far
 
 # The keys this module records itself (the measures register theirs in training/measures/).
@@ -88,66 +83,6 @@ for _stage in ("data", "train", "eval", "sample", "measure"):
 _INIT, _TRAIN, _SAMPLE, _MIX, _DROPOUT = 1, 2, 3, 4, 5
 # Keys that may change when a run is resumed: they extend it or change speed, not what is learned.
 RESUMABLE_KEYS = {"loop.generations", "loop.progress", "train.threads", "corpus.cache_dir"}
-BUDGETS = ("auto", "steps", "epochs")
-
-
-@dataclass
-class LoopConfig:
-    generations: int = field(default=5, metadata={"help": "generations to run (generation 0 trains on real data only)"})
-    init: str = field(default="warm", metadata={"help": "each generation starts from: warm (model g−1) | scratch (new seeded weights) | pretrained (the same weights every generation: kind hf its pretrained checkpoint, kind gpt generation 0's trained model)"})
-    first_steps: int = field(default=0, metadata={"help": "optimizer steps of generation 0, and of every scratch generation (0 = train.steps)"})
-    budget: str = field(default="auto", metadata={"help": "training budget per generation: steps (fixed optimizer steps) | epochs (those steps × pool tokens / mix.tokens_per_generation: fixed epochs, more steps as an accumulated pool grows) | auto (epochs under accumulate, steps otherwise); train.epochs overrides it"})
-    bleu_docs: int = field(default=100, metadata={"help": "documents (of >= 4 words) samples/self_bleu4 is taken on, every generation; sampling continues until there are this many"})
-    eval_tokens: int = field(default=20_000, metadata={"help": "real val tokens scored every generation (fixed windows)"})
-    measure_chars: int = field(default=20_000, metadata={"help": "characters of samples measured every generation"})
-    truth_chars: int = field(default=20_000, metadata={"help": "fixed true text for truth/excess_bpc, characters (synthetic only)"})
-    text_samples: int = field(default=3, metadata={"help": "sample documents shown in TensorBoard per generation"})
-    progress: bool = field(default=True, metadata={"help": "progress bars for training and sampling"})
-
-    def __post_init__(self):
-        if self.generations < 1:
-            raise ValueError(f"loop.generations must be >= 1, got {self.generations}")
-        if self.init not in ("warm", "scratch", "pretrained"):
-            raise ValueError(f"loop.init must be warm, scratch or pretrained, got {self.init!r}")
-        if self.budget not in BUDGETS:
-            raise ValueError(f"loop.budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
-        if self.bleu_docs < 2:
-            raise ValueError(f"loop.bleu_docs must be >= 2, got {self.bleu_docs}")
-        for name in ("first_steps", "text_samples"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loop.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("eval_tokens", "measure_chars", "truth_chars"):
-            if getattr(self, name) < 100:
-                raise ValueError(f"loop.{name} must be >= 100, got {getattr(self, name)}")
-
-
-@dataclass
-class RunConfig:
-    seed: int = field(default=0, metadata={"help": "seed of the run: init, training windows, sampling, fresh real data"})
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    mix: MixConfig = field(default_factory=MixConfig)
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-
-
-@dataclass
-class Prepared:
-    """Everything derived from the config before the first write: data, tokenizer, fixed evaluation sets."""
-
-    cfg: RunConfig
-    corpus: Corpus
-    tokenizer: object
-    real: RealSource
-    real_stats: RealStats
-    val_x: np.ndarray
-    val_y: np.ndarray
-    val_chars: int
-    truth_docs: list[np.ndarray] | None
-    truth_nats: np.ndarray | None
-    device: torch.device
 
 
 def generator(seed: int, g: int, purpose: int, index: int | None = None) -> torch.Generator:
@@ -155,94 +90,6 @@ def generator(seed: int, g: int, purpose: int, index: int | None = None) -> torc
     key = [seed, g, purpose] if index is None else [seed, g, purpose, index]
     state = np.random.SeedSequence(key).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-def prepare(cfg: RunConfig, run_dir: str | None = None) -> Prepared:
-    """Load and check the inputs. Bad input raises ValueError/FileNotFoundError; nothing is written to run_dir.
-
-    A finite corpus is tokenized once into the token cache (`corpus.cache_dir`, memory-mapped; data/tokencache.py);
-    the word statistics of the real corpus use its first `corpus.stats_chars` characters of train and of val.
-    """
-    cfg = resolve_tokenizer(cfg)
-    if cfg.model.kind == "hf":
-        from models.hf import check
-
-        check(cfg.model)  # the checkpoint exists (local, cached or on a reachable hub) and block_size fits it
-    elif cfg.train.grad_checkpointing:
-        raise ValueError("train.grad_checkpointing=true is for model.kind=hf")
-    if cfg.train.epochs and cfg.loop.first_steps:
-        raise ValueError("train.epochs sets every generation's steps, generation 0 included; drop --loop.first_steps")
-    device = distributed.init(resolve_device(cfg.train.device))  # under torchrun: join the group, cuda:LOCAL_RANK
-    distributed.check_batch(cfg.train.batch_size)
-    corpus = load_corpus(cfg.corpus)
-    if cfg.mix.tokens_per_generation == 0 and corpus.infinite:
-        raise ValueError("mix.tokens_per_generation=0 (the whole real train split) needs a finite corpus; "
-                         "the synthetic language never runs out: give a number")
-    tok_path = os.path.join(run_dir, "tokenizer.json") if run_dir else None
-    if tok_path and os.path.exists(tok_path) and ck.completed_generations(run_dir) > 0:
-        tok = load_tokenizer(tok_path)  # frozen at generation 0: reload, never refit
-    else:
-        docs = corpus.iter_docs("train", cfg.tokenizer.fit_chars)
-        if corpus.language is not None:  # its alphabet is known: no character of it may be missing by chance
-            docs = itertools.chain(docs, [" ".join(corpus.language.vocab) + "."])
-        tok = build_tokenizer(cfg.tokenizer, docs, closed_alphabet=corpus.language is not None)
-    if cfg.model.vocab_size and cfg.model.vocab_size < tok.vocab_size:
-        raise ValueError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tok.vocab_size}")
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or tok.vocab_size))
-    block = cfg.model.block_size
-    if corpus.infinite:
-        train_ids, val_ids = None, tok.encode_docs(corpus.val_docs)
-    else:
-        train_ids, val_ids = token_arrays(corpus, tok, cfg.corpus.resolved_cache_dir,
-                                         progress=cfg.loop.progress and distributed.is_main())
-    if len(val_ids) < block + 1:
-        raise ValueError(f"the real val split has {len(val_ids)} tokens, fewer than one window of model.block_size+1={block + 1}; "
-                         "use a larger corpus, a larger --corpus.val_fraction or a smaller --model.block_size")
-    if cfg.mix.tokens_per_generation == 0:  # the whole real train split, resolved once (config.json keeps the number)
-        cfg = dataclasses.replace(cfg, mix=dataclasses.replace(cfg.mix, tokens_per_generation=len(train_ids)))
-    if cfg.sample.prompt_tokens > block // 2:
-        raise ValueError(f"sample.prompt_tokens={cfg.sample.prompt_tokens}: a prompt and its continuation of as many "
-                         f"tokens must fit model.block_size={block}, so at most {block // 2}")
-    real = RealSource(corpus, tok, cfg.mix, cfg.seed, stream=train_ids)
-    if real.stream is not None:
-        if len(real.stream) < block + 1:
-            raise ValueError(f"the real train split has {len(real.stream)} tokens, fewer than one window of {block + 1}")
-        fed = real.generations_supported(limit=cfg.loop.generations)
-        if fed == 0:
-            raise ValueError(f"the real train split has {len(real.stream)} tokens, fewer than one generation's budget "
-                             f"mix.tokens_per_generation={cfg.mix.tokens_per_generation}")
-        if fed is not None and fed < cfg.loop.generations:
-            raise ValueError(f"the corpus feeds only {fed} generations of fresh real data at this budget "
-                             f"(loop.generations={cfg.loop.generations}); use --mix.allow_reuse=true (wrap around), "
-                             "--mix.real_data=fixed, a smaller --mix.tokens_per_generation or a larger corpus")
-    if cfg.mix.tokens_per_generation < block + 1:
-        raise ValueError(f"mix.tokens_per_generation={cfg.mix.tokens_per_generation} is smaller than one window of {block + 1}")
-    val_x, val_y = eval_windows(val_ids, block, min(cfg.loop.eval_tokens, len(val_ids) - 1))
-    val_chars = tok.char_count(val_y[val_y >= 0])
-    truth_docs = truth_nats = None
-    if corpus.language is not None:
-        # Fixed true text (same for every generation, seed and condition): excess bits are measured on it.
-        docs = corpus.language.sample_chars(cfg.loop.truth_chars, np.random.default_rng([cfg.corpus.split_seed, 0x7247]))
-        truth_docs = [tok.encode(d) for d in docs]
-        truth_nats = -np.array([corpus.language.logprob(d) for d in docs])
-    stats = RealStats.from_docs(list(corpus.iter_docs("train", cfg.corpus.stats_chars)),
-                                list(corpus.iter_docs("val", cfg.corpus.stats_chars)))
-    return Prepared(cfg, corpus, tok, real, stats, val_x, val_y, val_chars, truth_docs, truth_nats, device)
-
-
-def resolve_tokenizer(cfg: RunConfig) -> RunConfig:
-    """tokenizer.kind=auto -> char for the built-in GPT, the model's own (pretrained, model.name) for kind hf; an
-    explicit char or bpe tokenizer cannot feed a Hugging Face model (its ids are the model's)."""
-    t, m = cfg.tokenizer, cfg.model
-    if m.kind == "hf":
-        if t.kind in ("char", "bpe"):
-            raise ValueError(f"model.kind=hf reads its own tokenizer's ids, not tokenizer.kind={t.kind}; drop "
-                             "--tokenizer.kind (auto loads model.name's tokenizer)")
-        if t.kind == "auto" or not t.name:
-            t = dataclasses.replace(t, kind="pretrained", name=t.name or m.name)
-    elif t.kind == "auto":
-        t = dataclasses.replace(t, kind="char")
-    return dataclasses.replace(cfg, tokenizer=t)
 
 
 # How the run's random streams are derived from its seed. A new scheme changes what a resumed run would sample, so

@@ -46,7 +46,8 @@ def gen0(run_dir: str, contexts: int) -> dict:
     from models import build_model
     from training import rundir as ck
     from training.config import from_dict
-    from training.loop import RunConfig, prepare
+    from training.prepare import prepare
+    from training.runconfig import RunConfig
     from training.records import read_metrics
 
     saved = ck.read_json(os.path.join(run_dir, "config.json"))

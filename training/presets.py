@@ -9,7 +9,7 @@ Every preset is built and validated by tests/test_presets.py.
 """
 from __future__ import annotations
 
-from training.loop import LoopConfig, RunConfig
+from training.runconfig import LoopConfig, RunConfig
 from data.corpus import CorpusConfig
 from data.synthetic import SyntheticConfig
 from data.mixing import MixConfig
