@@ -20,11 +20,15 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/closedloop run --preset default
 
+# One pytest worker per core (pytest-xdist), each with one torch thread; a test module stays on one worker, so its
+# module fixtures are built once. `python -m pytest` alone runs serially (for -x, --pdb).
+PYTEST := $(PY) -m pytest -q -n auto --dist loadscope
+
 test: setup
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-slow: setup
-	$(PY) -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 clean:
 	rm -rf $(VENV) *.egg-info
