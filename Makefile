@@ -20,15 +20,14 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/closedloop run --preset default
 
-# One pytest worker per core (pytest-xdist), each with one torch thread; a test module stays on one worker, so its
-# module fixtures are built once. `python -m pytest` alone runs serially (for -x, --pdb).
-PYTEST := $(PY) -m pytest -q -n auto --dist loadscope
-
+# The default suite: one pytest worker per core (pytest-xdist), each with one torch thread; a test module stays on
+# one worker, so its module fixtures are built once. `python -m pytest` alone runs serially (for -x, --pdb).
+# The slow checks run serially: some use two torch threads (the demo's setting) or time the benchmark.
 test: setup
-	$(PYTEST)
+	$(PY) -m pytest -q -n auto --dist loadscope
 
 test-slow: setup
-	$(PYTEST) -m slow
+	$(PY) -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) *.egg-info

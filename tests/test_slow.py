@@ -16,17 +16,23 @@ from training.prepare import prepare
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("temperature,verdict,sign", [(0.6, "collapse", -1), (1.5, "heat death", +1)])
-def test_default_preset_failure_modes(tmp_path, temperature, verdict, sign):
+@pytest.mark.parametrize("temperature,verdict", [(0.6, "collapse"), (1.5, "heat death")])
+def test_default_preset_failure_modes(tmp_path, temperature, verdict):
     torch.set_num_threads(2)  # the demo's own setting: these runs are minutes on one thread
     try:
         cfg = apply_overrides(presets.default(), {"loop.progress": "false", "sample.temperature": str(temperature)})
         summary = run_loop(prepare(cfg, str(tmp_path)), str(tmp_path), argv=[])
     finally:
         torch.set_num_threads(1)
-    change = summary["final"]["val/entropy"] - summary["first"]["val/entropy"]
+    first, final = summary["first"]["val/entropy"], summary["final"]["val/entropy"]  # bits per token
     assert summary["generations"] == 5 and summary["verdict"]["verdict"] == verdict
-    assert sign * change > 1.0  # bits
+    # A move one can see, not a marginal label. The 500-word language starts near 0.9 bits (its entropy rate is
+    # 0.72 bits/char), so collapse is judged relative to the start (at least a quarter of the way to 0 bits) and
+    # heat death by the bits gained toward the uniform log2(V).
+    if verdict == "collapse":
+        assert final < 0.75 * first, (first, final)
+    else:
+        assert final > first + 1.0, (first, final)
 
 
 def test_phase_grid_is_valid():
