@@ -28,10 +28,10 @@ Same model dimensions for every implementation (vocab 65, a char model):
   MFU = model.flops_per_token() (6N + 12·L·C·T, the same formula for both) × tokens/s / peak FLOP/s; the peak
   is --peak-tflops, else on CUDA a table by device name (H100/H200 bf16 dense 989 TFLOP/s), else on the CPU a
   measured fp32 1024² matmul rate on the torch threads in use.
-- peak memory: CUDA torch.cuda.max_memory_allocated (reset before each row); CPU the peak resident set size
-  (RSS, /proc/self/statm polled every 2 ms by a thread; psutil is not needed) above the RSS before the row:
-  memory the process had to add for that row. 0 means the row fit in memory the process already held (the
-  allocator reuses freed pages), so CPU figures are lower bounds; CUDA figures are exact.
+- peak memory: CUDA torch.cuda.max_memory_allocated (reset before each row); CPU the kernel's peak resident set
+  size (VmHWM, reset through /proc/self/clear_refs before each row) above the RSS before the row: memory the
+  process had to add for that row. 0 means the row fit in memory the process already held (the allocator reuses
+  freed pages); n/a where the peak cannot be reset (not Linux).
 - generation_seconds: one generation of a preset run through training.loop (data / train / eval / sample /
   measure, from its metrics.jsonl `time/*_s`): `default` (with train.steps steps, not generation 0's longer
   first_steps) and a Shakespeare-sized run on ../shared/corpora/tinyshakespeare.txt if present (on the CPU with
@@ -49,7 +49,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -72,14 +71,31 @@ SHAKESPEARE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 # ---- measurement helpers -----------------------------------------------------------------------------
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kib(field: str) -> int:
+    """A memory figure of /proc/self/status in KiB (VmRSS: resident now, VmHWM: the resident peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set peak (VmHWM) to the current RSS: "5" to /proc/self/clear_refs (Linux >= 4.0).
+    False where that is not possible (not Linux, or /proc read-only)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
 def peak_memory(device: torch.device, out: dict):
-    """Sets out["peak_mem_bytes"]: CUDA max_memory_allocated, CPU peak RSS above the start (None if unknown)."""
+    """Sets out["peak_mem_bytes"]: CUDA max_memory_allocated; CPU the kernel's peak RSS during the row above the
+    RSS before it (None where the peak cannot be reset). Nothing runs beside the timed code: a polling thread would
+    take the GIL and a core from it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -87,25 +103,10 @@ def peak_memory(device: torch.device, out: dict):
         torch.cuda.synchronize(device)
         out["peak_mem_bytes"] = int(torch.cuda.max_memory_allocated(device))
         return
-    if not os.path.exists("/proc/self/statm"):
-        yield
-        out["peak_mem_bytes"] = None
-        return
-    base, peak, stop = _rss(), [0], threading.Event()
-
-    def poll():
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss())
-            time.sleep(0.002)
-
-    th = threading.Thread(target=poll, daemon=True)
-    th.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        th.join()
-        out["peak_mem_bytes"] = max(0, max(peak[0], _rss()) - base)
+    exact = _reset_peak_rss()
+    base = _status_kib("VmRSS") if exact else 0
+    yield
+    out["peak_mem_bytes"] = max(0, _status_kib("VmHWM") - base) * 1024 if exact else None
 
 
 def sync(device: torch.device) -> None:
