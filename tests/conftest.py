@@ -14,6 +14,16 @@ _CACHE = tempfile.mkdtemp(prefix="closedloop-test-cache-")
 os.environ["XDG_CACHE_HOME"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (make test): one worker per core this process may use (training.environment.cpu_cores: pinning and
+    a container's CPU quota); xdist alone counts the pinned CPUs (with psutil, the host's cores) and no quota."""
+    from training.environment import cpu_cores
+
+    return cpu_cores()

@@ -1,9 +1,11 @@
 """Records that pin what ran: resolved numerics in config.json (no `auto` left), a resume whose resolution differs
-refused with one line naming the option (accepted when passed explicitly), env.json one record per start.
+refused with one line naming the option (accepted when passed explicitly), env.json one record per start, and the
+cores a process may use (pinning, container quota).
 
 Run: `python -m pytest tests/test_records.py -q`
 """
 import json
+import os
 import shutil
 
 import pytest
@@ -76,3 +78,16 @@ def test_run_records_resolution_and_refuses_another(tmp_path, capsys):
     env = json.load(open(moved / "env.json"))
     assert [e["first_generation"] for e in env] == [0, 1]
     assert env[1]["resolved"]["train.device"] == "cpu"
+
+
+def test_cpu_cores_honours_pinning_and_a_container_quota(tmp_path, monkeypatch):
+    from training import environment
+
+    pinned = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    monkeypatch.setattr(environment, "CGROUP_CPU_MAX", str(quota))
+    for text, cores in (("max 100000\n", pinned), ("150000 100000\n", min(pinned, 2)), ("50000 100000\n", 1)):
+        quota.write_text(text)  # "150000 100000": 1.5 cores of time per period, so 2 threads can use it
+        assert environment.cpu_cores() == cores, text
+    quota.unlink()  # no cgroup v2 file: the pinned CPUs
+    assert environment.cpu_cores() == pinned

@@ -6,6 +6,7 @@ One record per start of a run, appended to the list in env.json by training/loop
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import subprocess
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "QUOTA PERIOD" in µs, or "max PERIOD" (no quota)
 
 
 def _git(*args: str) -> str | None:
@@ -37,6 +39,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_cores() -> int:
+    """The cores this process may use: the CPUs it is pinned to (os.cpu_count() counts the whole host), capped by
+    a cgroup v2 CPU quota (CGROUP_CPU_MAX, e.g. "200000 100000" = 2 cores: a container or a batch job's
+    slice of a larger host). What sweeps split among their workers, so their torch threads never outnumber it."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    try:
+        with open(CGROUP_CPU_MAX) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
 def environment(device: torch.device, argv: list[str] | None = None) -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no")
     info = {
@@ -52,6 +72,7 @@ def environment(device: torch.device, argv: list[str] | None = None) -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "cpu_cores": cpu_cores(),  # of those, the ones this process may use (pinning, container quota)
         "hostname": platform.node(),
         "command": [os.path.basename(sys.argv[0])] + list(sys.argv[1:] if argv is None else argv),
         "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

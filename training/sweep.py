@@ -150,8 +150,10 @@ def plan_resources(workers: int, per_gpu: int) -> tuple[int, list]:
     """(threads per worker, GPU slots): on CUDA one slot per (GPU, share); on CPU the cores split evenly."""
     import torch
 
+    from training.environment import cpu_cores
+
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, cpu_cores() // workers)
     return threads, [str(i % n_gpu) for i in range(n_gpu * per_gpu)] if n_gpu else []
 
 
@@ -208,8 +210,10 @@ def _run_ray(todo: list, out: str, workers: int, per_gpu: int, address: str | No
         import ray
     except ImportError:
         raise ValueError("--backend ray needs Ray: pip install -e .[ray]") from None
+    from training.environment import cpu_cores
+
     ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             **({} if address else {"num_cpus": os.cpu_count() or 1}))
+             **({} if address else {"num_cpus": cpu_cores()}))
     try:
         total_cpus = int(ray.cluster_resources().get("CPU", 1))
         gpus = ray.cluster_resources().get("GPU", 0)
