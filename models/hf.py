@@ -25,6 +25,7 @@ refused at once with one line (data/hfcorpus.py's probe). Tested in tests/test_h
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import re
 
@@ -157,6 +158,11 @@ class HFCausalLM(nn.Module):
             raise ValueError(f"the tokenizer has {cfg.vocab_size} tokens but model.name={cfg.name!r} embeds only "
                              f"{rows}; use the model's own tokenizer")
         self.hf, self.config = hf, cfg
+        # The cache keyword of forward: transformers 5.2x names it `cache` (`past_key_values` deprecated), earlier
+        # releases (5.17 on our GPU machine) `past_key_values`; a misspelt keyword would vanish into **kwargs and
+        # every step would see one token at position 0, without an error.
+        params = inspect.signature(hf.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def new_kv_cache(self, batch_size: int, device=None, dtype=None) -> HFKVCache:
         """An empty cache; HF keeps keys/values in the compute dtype (device and dtype are the model's)."""
@@ -177,7 +183,7 @@ class HFCausalLM(nn.Module):
                 raise ValueError(f"KV cache holds {kv_cache.batch_size} rows but idx has {B}")
             if kv_cache.pos == 0:
                 kv_cache.cache = _transformers().DynamicCache(config=self.hf.config)
-            out = self.hf(input_ids=idx, cache=kv_cache.cache, use_cache=True)  # positions follow the cache length
+            out = self.hf(input_ids=idx, use_cache=True, **{self._cache_arg: kv_cache.cache})  # positions: cache length
             kv_cache.pos += T
         logits = out.logits[..., :self.config.vocab_size].float()  # (B, T, V), padded embedding rows dropped
         if targets is None:
@@ -189,10 +195,9 @@ class HFCausalLM(nn.Module):
 
     def set_grad_checkpointing(self, on: bool) -> None:
         """Recompute each layer's activations in the backward pass (less memory, ~1/3 more compute)."""
-        if on:
-            self.hf.activation_checkpointing_enable()
-        else:
-            self.hf.activation_checkpointing_disable()
+        # activation_* is transformers 5.2x's name; gradient_* the earlier one
+        name = "activation" if hasattr(self.hf, "activation_checkpointing_enable") else "gradient"
+        getattr(self.hf, f"{name}_checkpointing_{'enable' if on else 'disable'}")()
 
     def num_params(self, exclude_position: bool = False) -> int:
         """Parameters (tied weights counted once); optionally without learned position embeddings."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -105,6 +106,20 @@ def test_forward_contract_and_cache(hf_dirs, arch):
         with pytest.raises(ValueError, match="exceeds model.block_size=64"):
             model(torch.zeros(1, 65, dtype=torch.long))
     assert model.flops_per_token() > 6 * model.num_params(exclude_position=True)
+
+
+def test_cache_keyword_of_older_transformers_works(hf_dirs):
+    """forward's cache keyword is `cache` in transformers 5.2x and `past_key_values` before (our GPU machine has
+    5.17): the adapter reads it from the signature; the old name (still accepted, deprecated) gives the same steps."""
+    model, _ = _model(hf_dirs["gpt2"])
+    assert model._cache_arg == "cache"
+    idx = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(2))
+    model._cache_arg = "past_key_values"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation of past_key_values
+        cache = model.new_kv_cache(2)
+        steps = [model(idx[:, :8], kv_cache=cache)] + [model(idx[:, t:t + 1], kv_cache=cache) for t in range(8, 12)]
+        torch.testing.assert_close(torch.cat(steps, 1), model(idx), atol=1e-4, rtol=1e-4)
 
 
 def test_scratch_is_seeded_and_differs_from_pretrained(hf_dirs):
