@@ -1,6 +1,7 @@
 """Benchmark: our sampler and trainer against what users would use instead, on one model, in one run.
 
     python scripts/bench.py [--quick] [--device cpu|cuda] [--json PATH] [--peak-tflops F] [--mem-cap-mb M]
+                            [--generations default,shakespeare]
 
 Same model dimensions for every implementation (vocab 65, a char model):
 - CPU: 4 layers × 128 wide, 4 heads; CUDA: 6 layers × 384, 6 heads. Sampling uses block_size 512 on the CPU
@@ -32,14 +33,16 @@ Same model dimensions for every implementation (vocab 65, a char model):
   size (VmHWM, reset through /proc/self/clear_refs before each row) above the RSS before the row: memory the
   process had to add for that row. 0 means the row fit in memory the process already held (the allocator reuses
   freed pages); n/a where the peak cannot be reset (not Linux).
-- generation_seconds: one generation of a preset run through training.loop (data / train / eval / sample /
-  measure, from its metrics.jsonl `time/*_s`): `default` (with train.steps steps, not generation 0's longer
-  first_steps) and a Shakespeare-sized run on ../shared/corpora/tinyshakespeare.txt if present (on the CPU with
-  the README's CPU overrides: 2 layers × 128 (4 heads), 200 steps, 100k tokens per generation). --quick runs the `debug`
-  preset only, and shrinks every measurement, so the whole script takes ~30 s on a CPU.
+- generation_seconds: one generation of each preset in --generations run through training.loop (data / train /
+  eval / sample / measure, from its metrics.jsonl `time/*_s`): `default` (with train.steps steps, not generation 0's
+  longer first_steps) and a Shakespeare-sized run on tinyshakespeare.txt if found ($CORPUS, else corpora/ in the
+  checkout, else ../shared/corpora/; on the CPU with the README's CPU overrides: 2 layers × 128 (4 heads), 200 steps,
+  100k tokens per generation). --quick runs the `debug` preset only, and shrinks every measurement, so the whole
+  script takes ~30 s on a CPU.
 
-Writes JSON to --json (keys: device, model, sample, train, generation_seconds, peak_flops) and
-prints a Markdown table last. Tested (the --quick mode) by tests/test_bench.py.
+Writes JSON to --json (keys: device, model, sample, train, generation_seconds, peak_flops) after every row, so a
+run stopped at a time limit keeps what it measured, and prints a Markdown table last. Tested (the --quick mode) by
+tests/test_bench.py.
 """
 from __future__ import annotations
 
@@ -65,8 +68,12 @@ from training.trainer import TrainConfig, train  # noqa: E402
 from training.trainer import peak_flops as trainer_peak_flops  # noqa: E402
 
 VOCAB = 65
-SHAKESPEARE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "corpora",
-                           "tinyshakespeare.txt")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The Shakespeare generation's corpus, first found of: $CORPUS, corpora/ in the checkout (git-ignored: where a copy
+# travels to another machine), ../shared/corpora/ beside the checkout.
+SHAKESPEARE = next((p for p in (os.environ.get("CORPUS", ""), os.path.join(_ROOT, "corpora", "tinyshakespeare.txt"))
+                    if p and os.path.exists(p)),
+                   os.path.join(_ROOT, "..", "shared", "corpora", "tinyshakespeare.txt"))
 
 
 # ---- measurement helpers -----------------------------------------------------------------------------
@@ -308,7 +315,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="peak FLOP/s for MFU, in TFLOP/s (0 = auto)")
     ap.add_argument("--mem-cap-mb", type=int, default=0,
                     help="memory cap for the largest sampling batch, MiB (0 = 1024 on the CPU, 60%% of free on CUDA)")
+    ap.add_argument("--generations", default="default,shakespeare",
+                    help="presets to time one generation of, comma-separated ('' = none; --quick: debug)")
     args = ap.parse_args(argv)
+    from training.presets import PRESETS
+
+    unknown = [g for g in args.generations.split(",") if g and g not in PRESETS]
+    if unknown:
+        ap.error(f"--generations: unknown preset {unknown[0]!r}; choose from {', '.join(PRESETS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench.py: --device cuda but CUDA is not available")
     device = torch.device(args.device)
@@ -328,19 +342,36 @@ def main(argv=None) -> dict:
     peak, peak_src = peak_flops(device, args.peak_tflops)
 
     m_ours, m_hf = ours(dims, s_block, device), hf(dims, s_block, device).eval()
+    sample, trains, gens = [], [], {}
+    result = {
+        "device": (torch.cuda.get_device_name(device) if cuda
+                   else f"{cpu_model()} ({torch.get_num_threads()} threads, torch CPU capability "
+                        f"{torch.backends.cpu.get_cpu_capability()})"),
+        "model": {**dims, "vocab_size": VOCAB, "sample_block_size": s_block, "train_block_size": t_block,
+                  "params": m_ours.num_params(), "new_tokens": new, "train_batch": t_batch},
+        "peak_flops": peak, "peak_flops_source": peak_src, "mem_cap_mb": cap, "quick": args.quick,
+        "sample": sample, "train": trains, "generation_seconds": gens,
+        "versions": {"torch": torch.__version__, "transformers": _hf_version()},
+    }
+
+    def save():  # after every row: a run stopped at a time limit keeps what it measured
+        if args.json:
+            with open(args.json + ".tmp", "w") as f:
+                json.dump(result, f, indent=1)
+            os.replace(args.json + ".tmp", args.json)
+
     big = auto_batch_size(m_ours.config, SampleConfig(max_new_tokens=new, batch_size=65_536, max_batch_memory_mb=cap),
                           2 if cuda else 4)
     batches = sorted({1, 64 if not args.quick else 8, big})
     plan = [(impl, b, {}) for b in batches for impl in ("ours", "nocache", "hf")
-            # full recompute at hundreds of rows takes minutes on a CPU; the ratio is seen at 64
-            if not (impl == "nocache" and b > 64 and not cuda and not args.quick)]
+            # full recompute at hundreds (CPU) or thousands (CUDA) of rows takes minutes; the ratio is seen at 64
+            if not (impl == "nocache" and b > 64 and not args.quick)]
     plan.append(("adapter", 64 if not args.quick else 8, {}))
     if not args.quick:
         if cuda:  # the exact path beside the bf16-cache default
             plan.append(("ours", 64, {"kv_dtype": "fp32"}))
         plan.append(("ours", 64, {"top_k": 40, "top_p": 0.9}))  # what the filters cost against pure temperature
     models = {"ours": m_ours, "nocache": m_ours, "hf": m_hf, "adapter": adapter(m_hf, s_block, device)}
-    sample = []
     for impl, b, opts in plan:
         # Warm-up: kernels, compilation, CUDA graph capture, and for ours and HF one whole decode of the same length,
         # so that the timed run meets the allocator in its steady state (HF's first long generate after a short
@@ -349,12 +380,12 @@ def main(argv=None) -> dict:
         sample.append(bench_sample(impl, models[impl], b, new, device, **opts))
         print(f"sample {impl:8s} batch {b:5d} {opts or ''}: {sample[-1]['tokens_per_s']:10.0f} tok/s",
               file=sys.stderr)
+        save()
     del m_ours, m_hf, models
     fpt = ours(dims, t_block, "cpu").flops_per_token()
     # (impl, train.dtype, train.compile): the trainer's defaults (fp32 eager on a CPU; bf16 compiled on CUDA) against
     # the HF loop in the same dtype.
     plan = [("ours", "auto", "auto"), ("hf", "auto", None)]
-    trains = []
     for impl, dt, comp in plan:
         if impl == "ours":
             trains.append(bench_train_ours(dims, t_block, t_batch, t_steps, device, peak, dt, comp))
@@ -363,25 +394,13 @@ def main(argv=None) -> dict:
         t = trains[-1]
         print(f"train {t['impl']:4s} {t['dtype']} compile={t['compile']!s:5s}: {t['tokens_per_s']:8.0f} tok/s",
               file=sys.stderr)
-    gens = {}
-    for name in (("debug",) if args.quick else ("default", "shakespeare")):
+        save()
+    for name in (("debug",) if args.quick else [g for g in args.generations.split(",") if g]):
         res = generation_seconds(name, device, args.quick)
         if res is not None:
             gens[name] = res
-    m = ours(dims, s_block, "cpu")
-    result = {
-        "device": (torch.cuda.get_device_name(device) if cuda
-                   else f"{cpu_model()} ({torch.get_num_threads()} threads, torch CPU capability "
-                        f"{torch.backends.cpu.get_cpu_capability()})"),
-        "model": {**dims, "vocab_size": VOCAB, "sample_block_size": s_block, "train_block_size": t_block,
-                  "params": m.num_params(), "new_tokens": new, "train_batch": t_batch},
-        "peak_flops": peak, "peak_flops_source": peak_src, "mem_cap_mb": cap, "quick": args.quick,
-        "sample": sample, "train": trains, "generation_seconds": gens,
-        "versions": {"torch": torch.__version__, "transformers": _hf_version()},
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+            save()
+    save()
     print(markdown(result))
     return result
 
