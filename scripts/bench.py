@@ -17,8 +17,8 @@ Same model dimensions for every implementation (vocab 65, a char model):
   `generate` on one model. Batches 1, 64 and the largest whose KV cache fits --mem-cap-mb
   (models.sampling.auto_batch_size). `ours` runs with the defaults: sample.compile=auto (the decode step compiled
   and replayed as a CUDA graph on CUDA, eager on a CPU) and sample.kv_dtype=auto (bf16 on CUDA, fp32 on a CPU);
-  one row at batch 64 adds top-k 40 and top-p 0.9, to show what the filters cost, and on CUDA one the exact fp32
-  cache. Each row's `kv_dtype` is the cache dtype it decoded with. Every row is warmed up first (kernels,
+  one row at batch 64 adds top-k 40 and top-p 0.9, to show what the filters cost, and on CUDA one an fp32 cache
+  (what storing keys and values unrounded costs; under autocast attention still computes in bf16). Each row's `kv_dtype` is the cache dtype it decoded with. Every row is warmed up first (kernels,
   compilation, graph capture): ours and HF by one decode of the same length, so the timed run meets the allocator
   in its steady state, the full-recompute path by an 8-token decode. On CUDA all run under bf16 autocast (logits
   in fp32).
@@ -368,7 +368,7 @@ def main(argv=None) -> dict:
             if not (impl == "nocache" and b > 64 and not args.quick)]
     plan.append(("adapter", 64 if not args.quick else 8, {}))
     if not args.quick:
-        if cuda:  # the exact path beside the bf16-cache default
+        if cuda:  # an fp32 cache beside the bf16-cache default (attention in bf16 under autocast either way)
             plan.append(("ours", 64, {"kv_dtype": "fp32"}))
         plan.append(("ours", 64, {"top_k": 40, "top_p": 0.9}))  # what the filters cost against pure temperature
     models = {"ours": m_ours, "nocache": m_ours, "hf": m_hf, "adapter": adapter(m_hf, s_block, device)}
