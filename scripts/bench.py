@@ -40,8 +40,9 @@ Same model dimensions for every implementation (vocab 65, a char model):
   100k tokens per generation). --quick runs the `debug` preset only, and shrinks every measurement, so the whole
   script takes ~30 s on a CPU.
 
-Writes JSON to --json (keys: device, model, sample, train, generation_seconds, peak_flops) after every row, so a
-run stopped at a time limit keeps what it measured, and prints a Markdown table last. Tested (the --quick mode) by
+Rows run in order of importance (batch 64: ours, no-cache, HF; training; the other batches and extra rows), and the
+JSON (--json; keys: device, model, sample, train, generation_seconds, peak_flops) is written after every row, so a
+run stopped at a time limit keeps what matters most; a Markdown table is printed last. Tested (the --quick mode) by
 tests/test_bench.py.
 """
 from __future__ import annotations
@@ -362,31 +363,38 @@ def main(argv=None) -> dict:
 
     big = auto_batch_size(m_ours.config, SampleConfig(max_new_tokens=new, batch_size=65_536, max_batch_memory_mb=cap),
                           2 if cuda else 4)
-    batches = sorted({1, 64 if not args.quick else 8, big})
-    plan = [(impl, b, {}) for b in batches for impl in ("ours", "nocache", "hf")
+    b64 = 64 if not args.quick else 8
+    # In order of importance, so that a run stopped at a time limit (scripts/gpu_check.sh) has the ratios that matter:
+    # batch 64 against HF and the full recompute, then training, then the other batch sizes and the extra rows.
+    first = [("ours", b64, {}), ("nocache", b64, {}), ("hf", b64, {})]
+    rest = [(impl, b, {}) for b in sorted({1, big} - {b64}) for impl in ("ours", "nocache", "hf")
             # full recompute at hundreds (CPU) or thousands (CUDA) of rows takes minutes; the ratio is seen at 64
             if not (impl == "nocache" and b > 64 and not args.quick)]
-    plan.append(("adapter", 64 if not args.quick else 8, {}))
+    rest.append(("adapter", b64, {}))
     if not args.quick:
         if cuda:  # an fp32 cache beside the bf16-cache default (attention in bf16 under autocast either way)
-            plan.append(("ours", 64, {"kv_dtype": "fp32"}))
-        plan.append(("ours", 64, {"top_k": 40, "top_p": 0.9}))  # what the filters cost against pure temperature
-    models = {"ours": m_ours, "nocache": m_ours, "hf": m_hf, "adapter": adapter(m_hf, s_block, device)}
-    for impl, b, opts in plan:
-        # Warm-up: kernels, compilation, CUDA graph capture, and for ours and HF one whole decode of the same length,
-        # so that the timed run meets the allocator in its steady state (HF's first long generate after a short
-        # one ran ~3x slower here); the full-recompute path, minutes long at batch 64, warms up on 8 tokens.
-        bench_sample(impl, models[impl], b, min(new, 8) if impl == "nocache" else new, device, **opts)
-        sample.append(bench_sample(impl, models[impl], b, new, device, **opts))
-        print(f"sample {impl:8s} batch {b:5d} {opts or ''}: {sample[-1]['tokens_per_s']:10.0f} tok/s",
-              file=sys.stderr)
-        save()
-    del m_ours, m_hf, models
+            rest.append(("ours", 64, {"kv_dtype": "fp32"}))
+        rest.append(("ours", 64, {"top_k": 40, "top_p": 0.9}))  # what the filters cost against pure temperature
+    models = {"ours": m_ours, "nocache": m_ours, "hf": m_hf}
+
+    def sample_rows(plan):
+        for impl, b, opts in plan:
+            if impl not in models:  # the adapter: a saved and reloaded copy of the HF model
+                models[impl] = adapter(m_hf, s_block, device)
+            # Warm-up: kernels, compilation, CUDA graph capture, and for ours and HF one whole decode of the same
+            # length, so that the timed run meets the allocator in its steady state (HF's first long generate after a
+            # short one ran ~3x slower here); the full-recompute path, minutes long at batch 64, warms up on 8 tokens.
+            bench_sample(impl, models[impl], b, min(new, 8) if impl == "nocache" else new, device, **opts)
+            sample.append(bench_sample(impl, models[impl], b, new, device, **opts))
+            print(f"sample {impl:8s} batch {b:5d} {opts or ''}: {sample[-1]['tokens_per_s']:10.0f} tok/s",
+                  file=sys.stderr)
+            save()
+
+    sample_rows(first)
     fpt = ours(dims, t_block, "cpu").flops_per_token()
     # (impl, train.dtype, train.compile): the trainer's defaults (fp32 eager on a CPU; bf16 compiled on CUDA) against
     # the HF loop in the same dtype.
-    plan = [("ours", "auto", "auto"), ("hf", "auto", None)]
-    for impl, dt, comp in plan:
+    for impl, dt, comp in [("ours", "auto", "auto"), ("hf", "auto", None)]:
         if impl == "ours":
             trains.append(bench_train_ours(dims, t_block, t_batch, t_steps, device, peak, dt, comp))
         else:
@@ -395,6 +403,9 @@ def main(argv=None) -> dict:
         print(f"train {t['impl']:4s} {t['dtype']} compile={t['compile']!s:5s}: {t['tokens_per_s']:8.0f} tok/s",
               file=sys.stderr)
         save()
+    sample_rows(rest)
+    models.clear()
+    m_ours = m_hf = None  # free the sampling models before the generations
     for name in (("debug",) if args.quick else [g for g in args.generations.split(",") if g]):
         res = generation_seconds(name, device, args.quick)
         if res is not None:
@@ -419,8 +430,8 @@ def markdown(r: dict) -> str:
              f"({r['peak_flops_source']})", "",
              "| sampling | batch | compiled | KV cache | top-k / top-p | tokens/s | × nocache | × hf | peak MiB |",
              "|---|---:|---|---|---|---:|---:|---:|---:|"]
-    by = {(s["impl"], s["batch"]): s["tokens_per_s"] for s in r["sample"]}
-    for s in r["sample"]:
+    by = {(s["impl"], s["batch"]): s["tokens_per_s"] for s in r["sample"] if s.get("top_k", 0) == 0}
+    for s in sorted(r["sample"], key=lambda s: s["batch"]):  # measured in order of importance, shown by batch
         nc, h = by.get(("nocache", s["batch"])), by.get(("hf", s["batch"]))
         ratio = [f"{s['tokens_per_s'] / x:.2f}" if x else "–" for x in (nc, h)]
         filters = "off" if (s.get("top_k", 0), s.get("top_p", 1.0)) == (0, 1.0) else f"{s['top_k']} / {s['top_p']}"
