@@ -70,7 +70,7 @@ from models import build_model  # noqa: E402
 from models.gpt import GPTConfig  # noqa: E402
 from models.sampling import SampleConfig, auto_batch_size, decode, kv_cache_dtype  # noqa: E402
 from training.environment import cpu_model  # noqa: E402
-from training.trainer import TrainConfig, train  # noqa: E402
+from training.trainer import TrainConfig, setup_backend, train  # noqa: E402
 from training.trainer import peak_flops as trainer_peak_flops  # noqa: E402
 
 VOCAB = 65
@@ -334,9 +334,7 @@ def main(argv=None) -> dict:
         raise SystemExit("bench.py: --device cuda but CUDA is not available")
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    setup_backend(TrainConfig(device=device.type), device)  # as a run sets up: TF32 on CUDA; on a CPU fp32 off oneDNN
     dims = dict(n_layer=6, n_head=6, n_embd=384) if cuda else dict(n_layer=4, n_head=4, n_embd=128)
     s_block, t_block, t_batch = (256, 256, 64) if cuda else (512, 64, 12)
     new, t_steps = min(500, s_block - 1), (100 if cuda else 40)

@@ -1,5 +1,5 @@
-"""Shared pytest setup: one torch thread (CI has 2 cores and torch slows badly when oversubscribed), and a
-throwaway cache folder.
+"""Shared pytest setup: one torch thread (CI has 2 cores and torch slows badly when oversubscribed), fp32 on
+torch's own CPU kernels as in a run, and a throwaway cache folder.
 
 Run the suite with `make test`; slow end-to-end checks with `make test-slow`.
 """
@@ -18,6 +18,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+from training.trainer import cpu_fp32_kernels  # noqa: E402
+
+cpu_fp32_kernels()  # fp32 on torch's own CPU kernels, as every fp32 run sets up (the same bits on AVX2 and AVX-512)
 
 
 @pytest.hookimpl(optionalhook=True)

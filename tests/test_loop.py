@@ -69,6 +69,7 @@ def test_run_writes_every_file_and_key(finished):
     (env,) = json.load(open(os.path.join(d, "env.json")))  # one record per start
     assert {"git_commit", "git_dirty", "torch", "device", "command", "resolved", "first_generation"} <= set(env)
     assert env["cpu_capability"] and env["device_name"]  # a CPU run: which CPU and which torch kernels
+    assert env["onednn"] is False  # an fp32 CPU run: torch's own kernels, not oneDNN's (training/trainer.py)
     summary = json.load(open(os.path.join(d, "summary.json")))
     assert summary["generations"] == 2 and summary["final"]["generation"] == 1
 

@@ -5,13 +5,16 @@ Run: python -m pytest tests/test_trainer.py -q
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from models.gpt import GPT, GPTConfig
-from training.trainer import TrainConfig, autocast_dtype, lr_at, resolve_device, train
+from training.trainer import TrainConfig, autocast_dtype, cpu_fp32_kernels, lr_at, resolve_device, setup_backend, train
 
 CPU = torch.device("cpu")
 VOCAB = 8
@@ -146,3 +149,36 @@ def test_short_stream_raises():
     # Exactly one window is enough.
     out = train(model, _stream(17), _cfg(steps=2), torch.Generator().manual_seed(0), CPU)
     assert math.isfinite(out["loss"])
+
+
+_GELU_BITS = """
+import hashlib, sys, torch, torch.nn.functional as F
+sys.path.insert(0, sys.argv[1])
+from training.trainer import cpu_fp32_kernels
+cpu_fp32_kernels()
+x = torch.randn(64, 1, 512, generator=torch.Generator().manual_seed(0)) * 3
+print(hashlib.md5(F.gelu(x).numpy().tobytes()).hexdigest())
+"""
+
+
+def test_fp32_gelu_has_the_same_bits_with_avx2_kernels():
+    """An fp32 run's GELU (the model's only op torch would send to oneDNN) gives the same bits under torch's AVX2
+    kernels with oneDNN held to AVX2, as a CPU without AVX-512 runs, as under this machine's default kernels (on an
+    AVX2-only machine both are the same run). oneDNN's own GELU differs there in the last bits, which flipped
+    sampled tokens of the pinned debug run."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    avx2 = {**env, "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    bits = [subprocess.run([sys.executable, "-c", _GELU_BITS, root], env=e, capture_output=True, text=True,
+                           check=True).stdout.strip() for e in (env, avx2)]
+    assert len(bits[0]) == 32 and bits[0] == bits[1]
+
+
+def test_setup_backend_keeps_onednn_for_bf16_on_a_cpu_only():
+    try:
+        setup_backend(_cfg(dtype="bf16"), CPU)
+        assert torch.backends.mkldnn.enabled  # bf16 matmuls on a CPU are oneDNN's
+        setup_backend(_cfg(), CPU)
+        assert not torch.backends.mkldnn.enabled  # fp32: torch's own kernels
+    finally:
+        cpu_fp32_kernels()

@@ -181,6 +181,7 @@ def _run_locked(prep: Prepared, run_dir: str, argv: list[str] | None) -> dict:
     records = [r for r in read_metrics(metrics_path) if r["generation"] < start]
     global_step = records[-1]["train/global_step"] if records else 0
     distributed.barrier()  # every rank has read the run directory before rank 0 writes to it
+    setup_backend(cfg.train, prep.device)  # before env.json, which records its CPU kernel choice
     if main:
         os.makedirs(run_dir, exist_ok=True)
         resolved = resolved_config(prep)
@@ -191,7 +192,6 @@ def _run_locked(prep: Prepared, run_dir: str, argv: list[str] | None) -> dict:
         if start == 0:
             tok.save(os.path.join(run_dir, "tokenizer.json"))
         write_metrics(metrics_path, records)  # drop the record of a generation that did not reach DONE
-    setup_backend(cfg.train, prep.device)
     log = RunLogger(run_dir if main else None, purge_step=global_step + 1 if start > 0 else None)
     t_run = time.perf_counter()
     try:
