@@ -2,9 +2,9 @@
 
 Pre-LayerNorm transformer blocks, learned absolute position embeddings (same layout as HF GPT-2),
 causal `F.scaled_dot_product_attention` (written out as two matmuls for one new token against a cache: faster on
-a CPU), a 4x GELU MLP, no biases, a final LayerNorm and an lm_head tied to the token embedding. The initialisation is drawn from an explicit CPU
-`torch.Generator`, so two models built from equally seeded generators are bit-identical and the
-global RNG is never touched (dropout, off by default, does use the global RNG while training).
+a CPU), a 4x GELU MLP, no biases, a final LayerNorm and an lm_head tied to the token embedding. The initialisation
+is drawn from an explicit CPU `torch.Generator`, so two models built from equally seeded generators are
+bit-identical and the global RNG is never touched (dropout, off by default, does use the global RNG while training).
 
     model = GPT(GPTConfig(vocab_size=65), torch.Generator().manual_seed(0))   # or models.build_model(cfg, gen)
     logits = model(idx)                                  # (B, T, V) float32
@@ -125,7 +125,7 @@ class CausalSelfAttention(nn.Module):
             v = kv_cache.v[layer, :, :, :pos + T].to(q.dtype)
             if T == 1 and dropout_p == 0.0:  # one new token sees every cached position 0..pos: no mask
                 # Written out rather than SDPA: for a single query, SDPA's CPU kernel (flash, blocked per batch row
-                # and head) ran ~9% slower per decode step than these two batched matmuls (B = 64, 4 x 128, fp32,
+                # and head) ran ~10% slower per decode step than these two batched matmuls (B = 64, 4 x 128, fp32,
                 # contexts 1..500, scripts/bench.py's model), with the same tokens sampled. Same softmax(q k^T /
                 # sqrt(D)) v, to fp32 rounding.
                 att = torch.matmul(q, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(k.size(-1)))  # (B, H, 1, pos + 1)

@@ -18,9 +18,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
-from training.trainer import cpu_fp32_kernels  # noqa: E402
+from training.trainer import cpu_onednn  # noqa: E402
 
-cpu_fp32_kernels()  # fp32 on torch's own CPU kernels, as every fp32 run sets up (the same bits on AVX2 and AVX-512)
+cpu_onednn(False)  # fp32 on torch's own CPU kernels, as every fp32 run sets up (the same bits on AVX2 and AVX-512)
 
 
 @pytest.hookimpl(optionalhook=True)

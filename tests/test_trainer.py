@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from models.gpt import GPT, GPTConfig
-from training.trainer import TrainConfig, autocast_dtype, cpu_fp32_kernels, lr_at, resolve_device, setup_backend, train
+from training.trainer import TrainConfig, autocast_dtype, cpu_onednn, lr_at, resolve_device, setup_backend, train
 
 CPU = torch.device("cpu")
 VOCAB = 8
@@ -154,8 +154,8 @@ def test_short_stream_raises():
 _GELU_BITS = """
 import hashlib, sys, torch, torch.nn.functional as F
 sys.path.insert(0, sys.argv[1])
-from training.trainer import cpu_fp32_kernels
-cpu_fp32_kernels()
+from training.trainer import cpu_onednn
+cpu_onednn(False)
 x = torch.randn(64, 1, 512, generator=torch.Generator().manual_seed(0)) * 3
 print(hashlib.md5(F.gelu(x).numpy().tobytes()).hexdigest())
 """
@@ -181,4 +181,4 @@ def test_setup_backend_keeps_onednn_for_bf16_on_a_cpu_only():
         setup_backend(_cfg(), CPU)
         assert not torch.backends.mkldnn.enabled  # fp32: torch's own kernels
     finally:
-        cpu_fp32_kernels()
+        cpu_onednn(False)

@@ -10,7 +10,7 @@ The tolerance: on one machine a run reproduces bit for bit; across CPU families 
 against AVX-512, torch.backends.cpu.get_cpu_capability()) and MKL sum floats in other orders. Measured on one
 machine with ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 (what a CPU without
 AVX-512 runs) against its AVX-512 default: the same sampled ids in every generation and every measure within 5e-8
-relative. That needs fp32 off oneDNN (training/trainer.py `cpu_fp32_kernels`, set by every run and by conftest):
+relative. That needs fp32 off oneDNN (training/trainer.py `cpu_onednn`, set by every run and by conftest):
 with oneDNN's GELU, generation 2 sampled other tokens and samples/self_bleu4 moved by 1.05e-4, and this test failed
 on AVX2 kernels. RTOL = 1e-4 leaves room for summation order and catches a change of the dynamics.
 """

@@ -70,7 +70,7 @@ def environment(device: torch.device, argv: list[str] | None = None) -> dict:
         # which vectorised kernels torch's CPU ops run (AVX2, AVX-512, ...): float sums may differ in the last bits
         # between CPU families, never in what the run computes
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "onednn": torch.backends.mkldnn.enabled,  # off for fp32 on a CPU (training/trainer.py cpu_fp32_kernels)
+        "onednn": torch.backends.mkldnn.enabled,  # off for fp32 on a CPU (training/trainer.py cpu_onednn)
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cpu_cores": cpu_cores(),  # of those, the ones this process may use (pinning, container quota)

@@ -49,7 +49,7 @@ def gen0(run_dir: str, contexts: int) -> dict:
     from training.prepare import prepare
     from training.runconfig import RunConfig
     from training.records import read_metrics
-    from training.trainer import cpu_fp32_kernels
+    from training.trainer import cpu_onednn
 
     saved = ck.read_json(os.path.join(run_dir, "config.json"))
     fingerprint = saved.pop("fingerprint", None)
@@ -61,7 +61,7 @@ def gen0(run_dir: str, contexts: int) -> dict:
     model.load_state_dict(ck.load_state(os.path.join(ck.gen_dir(run_dir, 0), "model.pt")))
     model.to(prep.device).eval()
     if prep.device.type == "cpu":
-        cpu_fp32_kernels()  # fp32 on torch's own kernels, as the run computed: the same bits on every CPU family
+        cpu_onednn(False)  # fp32 on torch's own kernels, as the run computed: the same bits on every CPU family
     vocab = model.config.vocab_size
     contexts = max(1, min(contexts, MAX_ELEMENTS // vocab))
     block = prep.val_y.shape[1]

@@ -96,11 +96,11 @@ def setup_backend(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     else:
-        cpu_fp32_kernels(autocast_dtype(cfg, device) is None)
+        cpu_onednn(autocast_dtype(cfg, device) is not None)
 
 
-def cpu_fp32_kernels(exact: bool = True) -> None:
-    """exact=True: fp32 on a CPU runs on torch's own kernels, never oneDNN's (torch.backends.mkldnn.enabled off).
+def cpu_onednn(enabled: bool = False) -> None:
+    """Whether torch may hand CPU ops to oneDNN (torch.backends.mkldnn.enabled): off for fp32, torch's own kernels.
 
     Torch sends fp32 GELU, forward and backward, to oneDNN, whose kernel is generated for the CPU's instruction
     set: AVX2 and AVX-512 give other last bits (an AVX-512 machine with ONEDNN_MAX_CPU_ISA=AVX2 and torch's AVX2
@@ -108,9 +108,9 @@ def cpu_fp32_kernels(exact: bool = True) -> None:
     sampled tokens in generation 2 and moved samples/self_bleu4 by 1.05e-4. Torch's own GELU gives the same bits
     under both, and with it so did every sampled id of that run (measures within 5e-8); it is as fast or faster
     (2 cores, AVX2: 573 against 792 µs forward + backward at 12 x 64 x 512, 16 against 17 µs forward at 64 x 512).
-    fp32 matmuls go to MKL either way. exact=False (a bf16 run on a CPU) leaves oneDNN on: its bf16 matmuls are the
-    point of that option, whose numerics depend on the CPU anyway."""
-    torch.backends.mkldnn.enabled = not exact
+    fp32 matmuls go to MKL either way. A bf16 run on a CPU keeps oneDNN on: its bf16 matmuls are the point of that
+    option, whose numerics depend on the CPU anyway."""
+    torch.backends.mkldnn.enabled = enabled
 
 
 def peak_flops(device: torch.device) -> float | None:
