@@ -1,25 +1,27 @@
 """A small GPT (nanoGPT-like): config, KV cache and the model, with one forward contract.
 
 Pre-LayerNorm transformer blocks, learned absolute position embeddings (same layout as HF GPT-2),
-causal `F.scaled_dot_product_attention` (written out as two matmuls for one new token against a cache: faster on
-a CPU), a 4x GELU MLP, no biases, a final LayerNorm and an lm_head tied to the token embedding. The initialisation
-is drawn from an explicit CPU `torch.Generator`, so two models built from equally seeded generators are
-bit-identical and the global RNG is never touched (dropout, off by default, does use the global RNG while training).
+causal `F.scaled_dot_product_attention` (written out as two batched matmuls for one new token against a cache:
+faster on a CPU), a 4x GELU MLP, no biases, a final LayerNorm and an lm_head tied to the token embedding. The
+initialisation is drawn from an explicit CPU `torch.Generator`, so two models built from equally seeded generators
+are bit-identical and the global RNG is never touched (dropout, off by default, does use the global RNG while
+training).
 
     model = GPT(GPTConfig(vocab_size=65), torch.Generator().manual_seed(0))   # or models.build_model(cfg, gen)
     logits = model(idx)                                  # (B, T, V) float32
     loss = model(idx, targets)                           # scalar, nats/token
     nats = model(idx, targets, reduction="none")         # (B, T), nats/token, 0 where target == -1
     cache = model.new_kv_cache(B); model(prompt, kv_cache=cache); model(next_tok, kv_cache=cache)
-    logits = model.decode_step(next_tok, pos, cache)     # (B, V) float32; pos a 0-d long tensor
+    logits = model.decode_step(next_tok, pos, cache)     # (B, V) float32; pos an int or a 0-d long tensor
 
-Two cached paths. `forward` with a cache is dynamic: it writes at the Python int kv_cache.pos and attends
-over the pos + T filled slots, so shapes change every call (right for a prompt of any length). `decode_step`
-is the one-token step for compiled decoding on CUDA: the position is a 0-d tensor, the new key/value is written
-in place with index_put_, and attention spans all block_size slots under the mask `slot <= pos`, so every shape
-is the same at every step: torch.compile traces it once and CUDA replays it as a graph (models/sampling.py
-applies the compilation from outside). The cache is fp32 unless the caller asks for less (bf16 under CUDA
-autocast); attention computes in the model's (or autocast's) dtype.
+With a cache, `forward` writes at kv_cache.pos and advances it: a prompt or chunk of T tokens attends over the
+pos + T filled slots (SDPA), and one new token goes to `decode_step`, the one-token step (no T axis, two matmuls,
+fewer ops: what sampling spends its time in). `decode_step` takes the position as an int (eager: attention over
+the pos + 1 filled slots) or as a 0-d tensor (static shapes for compiled decoding on CUDA: the new key/value is
+written in place with index_put_ and attention spans all block_size slots under the mask `slot <= pos`, so
+torch.compile traces it once and CUDA replays it as a graph; models/sampling.py applies the compilation from
+outside). The cache is fp32 unless the caller asks for less (bf16 under CUDA autocast); attention computes in the
+model's (or autocast's) dtype.
 
 Device, compile, logging and training live elsewhere. Tested by `python -m pytest tests/test_gpt.py`.
 """
@@ -59,23 +61,35 @@ class GPTConfig:
 
 
 class KVCache:
-    """Preallocated keys/values for every layer: k, v of shape (n_layer, B, n_head, block_size, head_dim).
+    """Preallocated keys and values for every layer: kv of shape (n_layer, 2, B, n_head, block_size, head_dim),
+    [:, 0] the keys and [:, 1] the values (`k`, `v`: views), so that one copy stores a token's key and value.
 
     `pos` is the number of tokens already cached (the position of the next token). The model writes
-    layer i's new keys at [pos, pos + T) and advances `pos` by T after the last layer. The dtype is the model's
-    (fp32: the exact path) unless sample.kv_dtype asks for less (bf16 under CUDA autocast): keys and values are
-    rounded as they are stored, and attention over the cache computes in the model's (or autocast's) dtype.
+    layer i's new keys and values at [pos, pos + T) and advances `pos` by T after the last layer. The dtype is the
+    model's (fp32: the exact path) unless sample.kv_dtype asks for less (bf16 under CUDA autocast): keys and values
+    are rounded as they are stored, and attention over the cache computes in the model's (or autocast's) dtype.
     """
 
     def __init__(self, cfg: GPTConfig, batch_size: int, device=None, dtype=None):
         if batch_size < 1:
             raise ValueError(f"KV cache batch_size must be >= 1, got {batch_size}")
-        shape = (cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (cfg.n_layer, 2, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        # Zeros, not empty: the static step attends over every slot, and a masked slot's weight 0 times a stale
+        # nan would still be nan.
+        self.kv = torch.zeros(shape, device=device, dtype=dtype)
         self.batch_size = batch_size
         self.block_size = cfg.block_size
         self.pos = 0
+
+    @property
+    def k(self) -> torch.Tensor:
+        """The keys, (n_layer, B, n_head, block_size, head_dim): a view of kv."""
+        return self.kv[:, 0]
+
+    @property
+    def v(self) -> torch.Tensor:
+        """The values, (n_layer, B, n_head, block_size, head_dim): a view of kv."""
+        return self.kv[:, 1]
 
     def reset(self) -> None:
         """Forget the cached tokens (the memory is kept and simply overwritten)."""
@@ -83,9 +97,8 @@ class KVCache:
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep rows `rows` (R,) long of the cache, in that order (beam search; R may differ from batch_size).
-        New tensors: a cache marked static for compiled decoding is never reordered (beams decode eagerly)."""
-        self.k = self.k.index_select(1, rows)
-        self.v = self.v.index_select(1, rows)
+        A new tensor: a cache marked static for compiled decoding is never reordered (beams decode eagerly)."""
+        self.kv = self.kv.index_select(2, rows)
         self.batch_size = int(rows.numel())
 
 
@@ -102,57 +115,56 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def _qkv(self, x: torch.Tensor):
-        """(B, T, C) -> q, k, v of shape (B, H, T, D)."""
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        return (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-
     def forward(self, x: torch.Tensor, layer: int, kv_cache: KVCache | None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C). With a cache, this chunk's keys/values go to slots pos..pos + T - 1 and its
+        queries attend over slots 0..pos + T - 1 (one new token against a cache is `step`'s job)."""
         B, T, C = x.shape
-        q, k, v = self._qkv(x)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
         dropout_p = self.dropout if self.training else 0.0
         if kv_cache is None or kv_cache.pos == 0:
             if kv_cache is not None:  # prefill: store this chunk's keys/values (rounded to the cache's dtype)
-                kv_cache.k[layer, :, :, :T] = k
-                kv_cache.v[layer, :, :, :T] = v
+                kv_cache.kv[layer, :, :, :, :T] = qkv[:, :, 1:].permute(2, 0, 3, 1, 4)  # (2, B, H, T, D)
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-        else:
+        else:  # a chunk after a cached prefix: new token i (at pos + i) sees keys j <= pos + i
             pos = kv_cache.pos
-            kv_cache.k[layer, :, :, pos:pos + T] = k
-            kv_cache.v[layer, :, :, pos:pos + T] = v
-            k = kv_cache.k[layer, :, :, :pos + T].to(q.dtype)  # (B, H, pos + T, D): cached + new keys
-            v = kv_cache.v[layer, :, :, :pos + T].to(q.dtype)
-            if T == 1 and dropout_p == 0.0:  # one new token sees every cached position 0..pos: no mask
-                # Written out rather than SDPA: for a single query, SDPA's CPU kernel (flash, blocked per batch row
-                # and head) ran ~10% slower per decode step than these two batched matmuls (B = 64, 4 x 128, fp32,
-                # contexts 1..500, scripts/bench.py's model), with the same tokens sampled. Same softmax(q k^T /
-                # sqrt(D)) v, to fp32 rounding.
-                att = torch.matmul(q, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(k.size(-1)))  # (B, H, 1, pos + 1)
-                y = torch.matmul(att.softmax(dim=-1), v)  # (B, H, 1, D)
-            else:  # a chunk after a cached prefix (or dropout on): new token i (at pos + i) sees keys j <= pos + i
-                rows = torch.arange(T, device=x.device)[:, None] + pos
-                mask = torch.arange(pos + T, device=x.device)[None, :] <= rows  # (T, pos + T) bool
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+            kv_cache.kv[layer, :, :, :, pos:pos + T] = qkv[:, :, 1:].permute(2, 0, 3, 1, 4)
+            k, v = kv_cache.kv[layer, :, :, :, :pos + T].to(q.dtype).unbind(0)  # (B, H, pos + T, D): cached + new
+            rows = torch.arange(T, device=x.device)[:, None] + pos
+            mask = torch.arange(pos + T, device=x.device)[None, :] <= rows  # (T, pos + T) bool
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).reshape(B, T, C)
         return _dropout(self.c_proj(y), self.dropout, self.training)
 
-    def step(self, x: torch.Tensor, layer: int, pos: torch.Tensor, mask: torch.Tensor, kv_cache: KVCache):
-        """One-token attention with static shapes (inference): x (B, 1, C) at position pos (0-d long tensor)
-        -> (B, 1, C). Writes this token's key/value into slot pos of the cache, then attends over all block_size
-        slots under mask (1, block_size) bool = slot <= pos, so the slots after pos (zeros or stale keys of an
-        earlier context) get weight exactly 0 and no shape depends on pos (one CUDA graph for every step)."""
-        B, _, C = x.shape
-        q, k, v = self._qkv(x)  # (B, H, 1, D)
-        # index_put_ on the whole (n_layer, B, H, block_size, D) cache at [layer, :, :, pos]: compiled, it writes
-        # B·H·D values in place; index_copy_ on the view cache.k[layer] (or a slice assignment at a symbolic
-        # position) made inductor copy the layer's whole cache.
-        at = [torch.full((), layer, dtype=torch.long, device=x.device), None, None, pos]
-        torch.ops.aten.index_put_(kv_cache.k, at, k[:, :, 0].to(kv_cache.k.dtype))
-        torch.ops.aten.index_put_(kv_cache.v, at, v[:, :, 0].to(kv_cache.v.dtype))
-        keys, values = kv_cache.k[layer].to(q.dtype), kv_cache.v[layer].to(q.dtype)  # (B, H, block_size, D)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, 1, D)
-        return self.c_proj(y.transpose(1, 2).reshape(B, 1, C))
+    def step(self, x: torch.Tensor, layer: int, pos, mask: torch.Tensor | None, kv_cache: KVCache) -> torch.Tensor:
+        """One new token per row (inference): x (B, C) at position pos -> (B, C); writes its key/value into slot
+        pos of the cache. Two ways, one result up to float rounding:
+        - pos an int, mask None (eager): attends over the pos + 1 filled slots;
+        - pos a 0-d long tensor, mask (1, block_size) bool = slot <= pos (compiled): attends over all block_size
+          slots, the later ones (zeros or stale keys of an earlier context) at weight exactly 0, so no shape
+          depends on pos (one CUDA graph for every step)."""
+        B, C = x.shape
+        H, D = self.n_head, C // self.n_head
+        qkv = self.c_attn(x).view(B, 3, H, D)
+        new = qkv[:, 1:].transpose(0, 1).to(kv_cache.kv.dtype)  # (2, B, H, D): this token's key and value
+        if mask is None:
+            kv_cache.kv[layer, :, :, :, pos] = new
+            k, v = kv_cache.kv[layer, :, :, :, :pos + 1].to(qkv.dtype).flatten(1, 2).unbind(0)  # (B·H, pos + 1, D)
+            # Two batched matmuls rather than SDPA: for a single query, SDPA's CPU kernel (flash, blocked per batch
+            # row and head) ran ~10% slower per decode step (B = 64, 4 x 128, fp32, contexts 1..500,
+            # scripts/bench.py's model), with the same tokens sampled. Same softmax(q k^T / sqrt(D)) v, to fp32
+            # rounding.
+            att = torch.bmm(qkv[:, 0].reshape(B * H, 1, D), k.transpose(1, 2)).mul_(1.0 / math.sqrt(D))
+            y = torch.bmm(att.softmax(dim=-1), v)  # (B·H, 1, D)
+        else:
+            # index_put_ on the whole (n_layer, 2, B, H, block_size, D) cache at [layer, :, :, :, pos]: compiled, it
+            # writes 2·B·H·D values in place; index_copy_ on the view kv[layer] (or a slice assignment at a symbolic
+            # position) made inductor copy the layer's whole cache.
+            at = [torch.full((), layer, dtype=torch.long, device=x.device), None, None, None, pos]
+            torch.ops.aten.index_put_(kv_cache.kv, at, new)
+            k, v = kv_cache.kv[layer].to(qkv.dtype).unbind(0)  # (B, H, block_size, D)
+            y = F.scaled_dot_product_attention(qkv[:, 0, :, None], k, v, attn_mask=mask)  # (B, H, 1, D)
+        return self.c_proj(y.view(B, C))
 
 
 class MLP(nn.Module):
@@ -178,8 +190,8 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), layer, kv_cache)
         return x + self.mlp(self.ln_2(x))
 
-    def step(self, x: torch.Tensor, layer: int, pos: torch.Tensor, mask: torch.Tensor, kv_cache: KVCache):
-        x = x + self.attn.step(self.ln_1(x), layer, pos, mask, kv_cache)
+    def step(self, x: torch.Tensor, layer: int, pos, mask: torch.Tensor | None, kv_cache: KVCache) -> torch.Tensor:
+        x = x + self.attn.step(self.ln_1(x), layer, pos, mask, kv_cache)  # (B, C)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -228,6 +240,10 @@ class GPT(nn.Module):
             raise ValueError(f"context of {pos0 + T} tokens exceeds model.block_size={self.config.block_size}")
         if kv_cache is not None and kv_cache.batch_size != B:
             raise ValueError(f"KV cache holds {kv_cache.batch_size} rows but idx has {B}")
+        if T == 1 and pos0 > 0 and targets is None and not (self.training and self.config.dropout > 0):
+            logits = self.decode_step(idx, pos0, kv_cache)  # one new token against a cache: the lean step
+            kv_cache.pos += 1
+            return logits[:, None]
         pos = torch.arange(pos0, pos0 + T, device=idx.device)
         x = _dropout(self.wte(idx) + self.wpe(pos), self.config.dropout, self.training)  # (B, T, C)
         for i, block in enumerate(self.h):
@@ -243,22 +259,25 @@ class GPT(nn.Module):
                                ignore_index=-1, reduction=reduction)
         return loss if reduction == "mean" else loss.view(B, T)
 
-    def decode_step(self, idx: torch.Tensor, pos: torch.Tensor, kv_cache: KVCache) -> torch.Tensor:
-        """One-token step with static shapes (inference, no dropout): idx (B, 1) long, the tokens at position pos,
-        a 0-d long tensor on the model's device with 0 <= pos < block_size (not checked: that would sync with the
-        host); kv_cache holds positions 0..pos-1. Writes slot pos of every layer's keys/values, leaves
-        kv_cache.pos alone (the caller keeps the Python-side count) and returns the next-token logits (B, V)
-        float32, upcast under autocast as in forward. Equals forward(idx, kv_cache=cache) with cache.pos == pos up
-        to float rounding; every tensor it touches has a fixed shape, so one torch.compile graph serves every step
-        and CUDA replays it as a graph (models/sampling.py)."""
-        if idx.dim() != 2 or idx.size(1) != 1 or kv_cache.k.size(1) != idx.size(0):
+    def decode_step(self, idx: torch.Tensor, pos, kv_cache: KVCache) -> torch.Tensor:
+        """One new token per row (inference, no dropout): idx (B, 1) long, the tokens at position pos; kv_cache
+        holds positions 0..pos-1. Writes slot pos of every layer's keys/values, leaves kv_cache.pos alone (the
+        caller keeps the count) and returns the next-token logits (B, V) float32, upcast under autocast as in
+        forward. Equals forward(idx, kv_cache=cache) with cache.pos == pos up to float rounding. pos is
+        - an int (eager; what forward calls for one token): attention spans the pos + 1 filled slots;
+        - a 0-d long tensor on the model's device, 0 <= pos < block_size (not checked: that would sync with the
+          host): static shapes, attention over all block_size slots under the mask slot <= pos, so one
+          torch.compile graph serves every step and CUDA replays it as a graph (models/sampling.py)."""
+        if idx.dim() != 2 or idx.size(1) != 1 or kv_cache.kv.size(2) != idx.size(0):
             raise ValueError(f"decode_step takes idx (B, 1) for a cache of B rows, got idx {tuple(idx.shape)} "
-                             f"and a cache of {kv_cache.k.size(1)} rows")
-        x = self.wte(idx) + self.wpe(pos)  # (B, 1, C) + (C,)
-        mask = (torch.arange(self.config.block_size, device=idx.device) <= pos)[None]  # (1, block_size) bool
+                             f"and a cache of {kv_cache.kv.size(2)} rows")
+        mask = None
+        if isinstance(pos, torch.Tensor):
+            mask = (torch.arange(self.config.block_size, device=idx.device) <= pos)[None]  # (1, block_size) bool
+        x = self.wte(idx[:, 0]) + self.wpe.weight[pos]  # (B, C) + (C,)
         for i, block in enumerate(self.h):
             x = block.step(x, i, pos, mask, kv_cache)
-        return self.lm_head(self.ln_f(x[:, 0])).float()  # (B, V)
+        return self.lm_head(self.ln_f(x)).float()  # (B, V)
 
     def num_params(self, exclude_position: bool = False) -> int:
         """Number of parameters (the tied embedding counted once); optionally without wpe."""

@@ -221,8 +221,7 @@ class _StaticStep:
             while len(self.caches) >= self.KEEP:
                 self.caches.pop(next(iter(self.caches)))  # free before allocating
             cache = model.new_kv_cache(n, device=device, dtype=dtype)
-            self._static(cache.k)
-            self._static(cache.v)
+            self._static(cache.kv)
         self.caches[key] = cache  # now the most recently used
         cache.reset()
         return cache
