@@ -30,7 +30,8 @@ Same model dimensions for every implementation (vocab 65, a char model):
 - training, tokens/s and MFU: `ours` = training.trainer.train with its defaults (fused AdamW; on CUDA bf16
   autocast, TF32, torch.compile; fp32 eager on a CPU); `hf` = the same GPT2LMHeadModel in a plain loop (forward,
   cross-entropy, backward, grad-norm clip 1.0, fused AdamW as ours) in the same dtype, so the ratio compares like
-  with like. Each row is timed after a warm-up (which includes compilation; `warmup_s`).
+  with like. Both are warmed up (which includes compilation; `warmup_s`), then timed in ROUNDS alternating rounds
+  (--quick: one), and each row is the median round (`rounds` lists them all).
   MFU = model.flops_per_token() (6N + 12·L·C·T, the same formula for both) × tokens/s / peak FLOP/s; the peak
   is --peak-tflops, else on CUDA a table by device name (H100/H200 bf16 dense 989 TFLOP/s), else on the CPU a
   measured fp32 1024² matmul rate on the torch threads in use.
@@ -222,31 +223,32 @@ def bench_sample(impl: str, model, batch: int, new: int, device, compile_: str =
 
 # ---- training ----------------------------------------------------------------------------------------
 
-def bench_train_ours(dims, block, batch, steps, device, peak, dtype="auto", compile_="auto") -> dict:
-    """training.trainer.train with train.dtype / train.compile as given (auto = the trainer's defaults)."""
+def train_contenders(dims, block, batch, steps, device, peak, flops_per_token, dtype="auto", compile_="auto"):
+    """[(name, timed)] for ours and the HF loop, each warmed up (which includes compilation), each `timed()` training
+    `steps` steps on a model that keeps training and returning its row: `ours` = training.trainer.train with
+    train.dtype / train.compile as given (auto = the trainer's defaults), `hf` = GPT2LMHeadModel in a plain loop in
+    the same dtype."""
     model = ours(dims, block, device)
     ids = np.random.default_rng(0).integers(0, VOCAB, 200_000)
     cfg = TrainConfig(steps=steps, batch_size=batch, warmup_steps=1, log_every=steps,
                       device=device.type, compile=compile_, dtype=dtype)
     t = time.perf_counter()
     train(model, ids, cfg, torch.Generator().manual_seed(0), device, steps=max(2, steps // 5))  # warm-up, compile
-    row = {"impl": "ours", "dtype": _dtype_name(cfg.dtype, device), "batch": batch, "block": block,
-           "compile": cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"),
-           "warmup_s": time.perf_counter() - t}
-    with peak_memory(device, row):
-        res = train(model, ids, cfg, torch.Generator().manual_seed(1), device, peak=peak)
-    row["tokens_per_s"], row["mfu"] = res["tokens_per_s"], res["mfu"]  # MFU as the trainer reports it
-    return row
+    warmup_s = time.perf_counter() - t
+    seeds = iter(range(1, 1_000_000))
 
+    def time_ours() -> dict:
+        row = {"impl": "ours", "dtype": _dtype_name(cfg.dtype, device), "batch": batch, "block": block,
+               "compile": cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"),
+               "warmup_s": warmup_s}
+        with peak_memory(device, row):
+            res = train(model, ids, cfg, torch.Generator().manual_seed(next(seeds)), device, peak=peak)
+        row["tokens_per_s"], row["mfu"] = res["tokens_per_s"], res["mfu"]  # MFU as the trainer reports it
+        return row
 
-def _dtype_name(dtype: str, device: torch.device) -> str:
-    return "bf16" if dtype == "bf16" or (dtype == "auto" and device.type == "cuda") else "fp32"
-
-
-def bench_train_hf(dims, block, batch, steps, device, peak, flops_per_token, dtype="auto") -> dict:
-    model = hf(dims, block, device).train()
+    m_hf = hf(dims, block, device).train()
     # Fused as ours is (CUDA and CPU), so the ratio measures the model and loop, not the optimizer kernel.
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
+    opt = torch.optim.AdamW(m_hf.parameters(), lr=1e-3, weight_decay=0.1, fused=True)
     data = torch.randint(0, VOCAB, (200_000,), generator=torch.Generator().manual_seed(0)).to(device)
     g = torch.Generator(device=device).manual_seed(0)
 
@@ -254,26 +256,40 @@ def bench_train_hf(dims, block, batch, steps, device, peak, flops_per_token, dty
         off = torch.randint(0, len(data) - block - 1, (batch,), device=device, generator=g)
         chunk = data[off[:, None] + torch.arange(block + 1, device=device)]
         with amp_ctx(device, dtype):
-            logits = model(chunk[:, :-1]).logits
+            logits = m_hf(chunk[:, :-1]).logits
         loss = F.cross_entropy(logits.float().view(-1, VOCAB), chunk[:, 1:].reshape(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(m_hf.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     for _ in range(max(2, steps // 5)):  # warm-up
         step()
-    row = {"impl": "hf", "dtype": _dtype_name(dtype, device), "batch": batch, "block": block, "compile": False}
-    with peak_memory(device, row):
-        sync(device)
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-        seconds = time.perf_counter() - t
-    row["tokens_per_s"] = steps * batch * block / seconds
-    row["mfu"] = flops_per_token * row["tokens_per_s"] / peak if peak else None
-    return row
+
+    def time_hf() -> dict:
+        row = {"impl": "hf", "dtype": _dtype_name(dtype, device), "batch": batch, "block": block, "compile": False}
+        with peak_memory(device, row):
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(steps):
+                step()
+            sync(device)
+            seconds = time.perf_counter() - t
+        row["tokens_per_s"] = steps * batch * block / seconds
+        row["mfu"] = flops_per_token * row["tokens_per_s"] / peak if peak else None
+        return row
+
+    return [("ours", time_ours), ("hf", time_hf)]
+
+
+def _dtype_name(dtype: str, device: torch.device) -> str:
+    return "bf16" if dtype == "bf16" or (dtype == "auto" and device.type == "cuda") else "fp32"
+
+
+def median_rounds(rows: list[dict]) -> dict:
+    """The median round's row (by tokens/s), with every round's tokens/s under "rounds"."""
+    row = sorted(rows, key=lambda r: r["tokens_per_s"])[len(rows) // 2]
+    return {**row, "rounds": [r["tokens_per_s"] for r in rows]}
 
 
 # ---- one generation of a preset ----------------------------------------------------------------------
@@ -403,24 +419,26 @@ def main(argv=None) -> dict:
         for (impl, opts), rows in zip(contenders, rounds):
             rows.append(bench_sample(impl, models[impl], b64, new, device, **opts))
     for (impl, opts), rows in zip(contenders, rounds):
-        row = sorted(rows, key=lambda r: r["tokens_per_s"])[len(rows) // 2]
-        sample.append({**row, "rounds": [r["tokens_per_s"] for r in rows]})
+        sample.append(median_rounds(rows))
         print(f"sample {impl:8s} batch {b64:5d} {opts or ''} rounds: "
               + ", ".join(f"{r['tokens_per_s']:.0f}" for r in rows), file=sys.stderr)
     save()
     sample_rows([("nocache", b64, {})])  # after the rounds of ours and HF: its 3 GB would move their timings
     fpt = ours(dims, t_block, "cpu").flops_per_token()
-    # (impl, train.dtype, train.compile): the trainer's defaults (fp32 eager on a CPU; bf16 compiled on CUDA) against
-    # the HF loop in the same dtype.
-    for impl, dt, comp in [("ours", "auto", "auto"), ("hf", "auto", None)]:
-        if impl == "ours":
-            trains.append(bench_train_ours(dims, t_block, t_batch, t_steps, device, peak, dt, comp))
-        else:
-            trains.append(bench_train_hf(dims, t_block, t_batch, t_steps, device, peak, fpt, dt))
+    # The trainer's defaults (fp32 eager on a CPU; bf16 compiled on CUDA) against the HF loop in the same dtype, in
+    # ROUNDS alternating rounds as the batch-64 sampling rows (one 40-step timing moved by ~5% on the 2-core CPU).
+    timers = train_contenders(dims, t_block, t_batch, t_steps, device, peak, fpt)
+    rounds = [[] for _ in timers]
+    for _ in range(1 if args.quick else ROUNDS):
+        for (impl, timed), rows in zip(timers, rounds):
+            rows.append(timed())
+    for (impl, _), rows in zip(timers, rounds):
+        trains.append(median_rounds(rows))
         t = trains[-1]
-        print(f"train {t['impl']:4s} {t['dtype']} compile={t['compile']!s:5s}: {t['tokens_per_s']:8.0f} tok/s",
-              file=sys.stderr)
-        save()
+        print(f"train {t['impl']:4s} {t['dtype']} compile={t['compile']!s:5s} rounds: "
+              + ", ".join(f"{x:.0f}" for x in t["rounds"]) + " tok/s", file=sys.stderr)
+    timers = rounds = None  # free both training models
+    save()
     sample_rows(rest)
     models.clear()
     m_ours = m_hf = None  # free the sampling models before the generations
@@ -474,6 +492,10 @@ def markdown(r: dict) -> str:
         ratio = f"{t['tokens_per_s'] / hf_rate[t['dtype']]:.2f}" if t["dtype"] in hf_rate else "–"
         lines.append(f"| {t['impl']} | {t['dtype']} | {'yes' if t['compile'] else 'no'} | {t['tokens_per_s']:.0f} | "
                      f"{ratio} | {mfu} | {mib(t['peak_mem_bytes'])} |")
+    if r["train"] and r["train"][0].get("rounds"):
+        lines += ["", f"training, tokens/s in {len(r['train'][0]['rounds'])} alternating rounds (each row above is the "
+                  "median): " + "; ".join(t["impl"] + " " + ", ".join(f"{x:.0f}" for x in t["rounds"])
+                                          for t in r["train"])]
     if r["generation_seconds"]:
         stages = list(next(iter(r["generation_seconds"].values())))
         lines += ["", "| one generation (s) | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
