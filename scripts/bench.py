@@ -224,22 +224,21 @@ def bench_sample(impl: str, model, batch: int, new: int, device, compile_: str =
 
 # ---- training ----------------------------------------------------------------------------------------
 
-def train_contenders(dims, block, batch, steps, device, peak, flops_per_token, dtype="auto", compile_="auto"):
+def train_contenders(dims, block, batch, steps, device, peak, flops_per_token):
     """[(name, timed)] for ours and the HF loop, each warmed up (which includes compilation), each `timed()` training
-    `steps` steps on a model that keeps training and returning its row: `ours` = training.trainer.train with
-    train.dtype / train.compile as given (auto = the trainer's defaults), `hf` = GPT2LMHeadModel in a plain loop in
-    the same dtype."""
+    `steps` steps on a model that keeps training and returning its row: `ours` = training.trainer.train with its
+    defaults (train.dtype and train.compile auto), `hf` = GPT2LMHeadModel in a plain loop in the same dtype."""
     model = ours(dims, block, device)
     ids = np.random.default_rng(0).integers(0, VOCAB, 200_000)
-    cfg = TrainConfig(steps=steps, batch_size=batch, warmup_steps=1, log_every=steps,
-                      device=device.type, compile=compile_, dtype=dtype)
+    cfg = TrainConfig(steps=steps, batch_size=batch, warmup_steps=1, log_every=steps, device=device.type)
+    dtype = _dtype_name(cfg.dtype, device)  # HF trains in the same dtype
     t = time.perf_counter()
     train(model, ids, cfg, torch.Generator().manual_seed(0), device, steps=max(2, steps // 5))  # warm-up, compile
     warmup_s = time.perf_counter() - t
     seeds = itertools.count(1)  # each timed run draws its windows from a new seed
 
     def time_ours() -> dict:
-        row = {"impl": "ours", "dtype": _dtype_name(cfg.dtype, device), "batch": batch, "block": block,
+        row = {"impl": "ours", "dtype": dtype, "batch": batch, "block": block,
                "compile": cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"),
                "warmup_s": warmup_s}
         with peak_memory(device, row):
@@ -268,7 +267,7 @@ def train_contenders(dims, block, batch, steps, device, peak, flops_per_token, d
         step()
 
     def time_hf() -> dict:
-        row = {"impl": "hf", "dtype": _dtype_name(dtype, device), "batch": batch, "block": block, "compile": False}
+        row = {"impl": "hf", "dtype": dtype, "batch": batch, "block": block, "compile": False}
         with peak_memory(device, row):
             sync(device)
             t = time.perf_counter()
